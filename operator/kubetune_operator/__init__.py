@@ -1,0 +1,1 @@
+"""Kubetune operator: reconciles FineTuneJob objects into trainer and export Jobs."""

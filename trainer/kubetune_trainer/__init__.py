@@ -1,0 +1,1 @@
+"""Kubetune trainer: the training and export entrypoints that run inside the Jobs."""
