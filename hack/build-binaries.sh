@@ -29,6 +29,8 @@ mkdir -p "$BIN_DIR"
 
 # Go prints nothing for minutes during a cold build; a heartbeat shows it is alive.
 heartbeat() { while sleep 30; do log "still building ($1)..."; done; }
+# A failed build exits via `set -e` before the `kill $hb` below; stop any heartbeat with it.
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
 build_kubernetes() {
   local work=$CACHE_DIR/build/kubernetes-$K8S_VERSION

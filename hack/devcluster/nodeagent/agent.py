@@ -1,0 +1,244 @@
+"""The node agent: registers nodes, keeps them alive, and dispatches pods to runners."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from . import logserver, nodes
+from .runner import PodRunner, now
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 10
+POD_IP_NETWORK = ipaddress.ip_network("127.1.0.0/16")
+
+
+class NodeAgent:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        state_dir: Path,
+        apiserver_host: str,
+        apiserver_port: int,
+        ca_file: Path,
+        kubelet_port_base: int,
+    ) -> None:
+        self.api = config.new_client_from_config(str(kubeconfig))
+        self.core = client.CoreV1Api(self.api)
+        self.coord = client.CoordinationV1Api(self.api)
+        self.events = client.EventsV1Api(self.api)
+        self.state_dir = state_dir
+        self.pvc_root = state_dir / "pvcs"
+        self.apiserver_host = apiserver_host
+        self.apiserver_port = apiserver_port
+        self.ca_file = ca_file
+        self.nodes = nodes.default_nodes(kubelet_port_base)
+        self.node_names = {n.name for n in self.nodes}
+        # Pods run with the project's own environment first on PATH: images are never pulled.
+        self.pod_path = os.pathsep.join(
+            [str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]
+        )
+        self.runners: dict[str, PodRunner] = {}
+        self._by_name: dict[tuple[str, str], PodRunner] = {}
+        self._lock = threading.Lock()
+        self._used_ips: set[str] = set()
+        self._stopping = threading.Event()
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def run(self) -> None:
+        for spec in self.nodes:
+            nodes.register(self.core, spec)
+            nodes.renew_lease(self.core, self.coord, spec)
+            logserver.serve(self, spec.kubelet_port, self.ca_file, self.state_dir / "pki", spec.name)
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        log.info("node agent ready: %s", ", ".join(sorted(self.node_names)))
+        while not self._stopping.is_set():
+            try:
+                self._watch_pods()
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+                if not self._stopping.is_set():
+                    log.warning("pod watch interrupted (%s); re-listing", e)
+                    time.sleep(1)
+
+    def shutdown(self) -> None:
+        """Stop every pod process; the pods themselves stay (like a node going away)."""
+        self._stopping.set()
+        with self._lock:
+            runners = list(self.runners.values())
+        for r in runners:
+            r.stop(grace_seconds=5)
+        for r in runners:
+            r.join(timeout=10)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stopping.wait(HEARTBEAT_SECONDS):
+            for spec in self.nodes:
+                try:
+                    nodes.renew_lease(self.core, self.coord, spec)
+                    nodes.heartbeat_status(self.core, spec)
+                except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+                    log.warning("heartbeat of %s failed: %s", spec.name, e)
+
+    # ---- pods ---------------------------------------------------------------------------
+    def _watch_pods(self) -> None:
+        listing = self.core.list_pod_for_all_namespaces(_preload_content=False)
+        body = json.loads(listing.data)
+        for pod in body["items"]:
+            self._on_pod("ADDED", pod, initial=True)
+        resource_version = body["metadata"]["resourceVersion"]
+        stream = watch.Watch().stream(
+            self.core.list_pod_for_all_namespaces,
+            resource_version=resource_version,
+            timeout_seconds=300,
+            allow_watch_bookmarks=True,
+        )
+        for event in stream:
+            if self._stopping.is_set():
+                return
+            if event["type"] == "ERROR":
+                return  # e.g. 410 Gone: re-list
+            if event["type"] == "BOOKMARK":
+                continue
+            self._on_pod(event["type"], event["raw_object"])
+
+    def _on_pod(self, event_type: str, pod: dict[str, Any], initial: bool = False) -> None:
+        if pod["spec"].get("nodeName") not in self.node_names:
+            return
+        meta, status = pod["metadata"], pod.get("status") or {}
+        uid = meta["uid"]
+        with self._lock:
+            runner = self.runners.get(uid)
+        if event_type == "DELETED":
+            if runner is not None:
+                runner.stop(grace_seconds=0)
+                with self._lock:
+                    self.runners.pop(uid, None)
+            return
+        deleting = meta.get("deletionTimestamp") is not None
+        if runner is not None:
+            if deleting and runner.is_alive():
+                runner.stop(float(meta.get("deletionGracePeriodSeconds") or 0))
+            elif deleting:
+                self._confirm_deletion(pod)  # the runner has finished; only the object is left
+            return
+        terminal = status.get("phase") in ("Succeeded", "Failed")
+        if deleting and (terminal or not self._was_started(status)):
+            self._confirm_deletion(pod)
+            return
+        if terminal:
+            self._remember_ip(status)
+            return
+        if initial and self._was_started(status):
+            # Processes from before this agent started are gone (a node reboot, in effect).
+            self._fail_lost_pod(pod)
+            return
+        runner = PodRunner(self, pod, status.get("podIP") or self._allocate_ip())
+        with self._lock:
+            self.runners[uid] = runner
+            self._by_name[(meta["namespace"], meta["name"])] = runner
+        runner.start()
+        if deleting:
+            runner.stop(float(meta.get("deletionGracePeriodSeconds") or 0))
+
+    @staticmethod
+    def _was_started(status: dict[str, Any]) -> bool:
+        return any(
+            "running" in (cs.get("state") or {}) or "terminated" in (cs.get("state") or {})
+            for cs in status.get("containerStatuses") or []
+        )
+
+    def _fail_lost_pod(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        lost = {
+            "terminated": {
+                "exitCode": 137,
+                "reason": "ContainerStatusUnknown",
+                "message": "The container could not be located when the node agent restarted",
+                "finishedAt": now(),
+            }
+        }
+        statuses = [
+            {**cs, "state": lost, "ready": False, "started": False}
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []
+        ]
+        try:
+            self.core.patch_namespaced_pod_status(
+                meta["name"],
+                meta["namespace"],
+                {
+                    "status": {
+                        "phase": "Failed",
+                        "containerStatuses": statuses,
+                        "message": "pod processes were lost when the node agent restarted",
+                    }
+                },
+            )
+        except ApiException as e:
+            log.warning("could not fail lost pod %s: %s", meta["name"], e.reason)
+
+    def _confirm_deletion(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        try:
+            self.core.delete_namespaced_pod(
+                meta["name"],
+                meta["namespace"],
+                grace_period_seconds=0,
+                body={"preconditions": {"uid": meta["uid"]}, "gracePeriodSeconds": 0},
+            )
+        except ApiException as e:
+            if e.status not in (404, 409):
+                log.warning("could not delete pod %s: %s", meta["name"], e.reason)
+
+    def runner_by_name(self, namespace: str, name: str) -> PodRunner | None:
+        with self._lock:
+            return self._by_name.get((namespace, name))
+
+    def _remember_ip(self, status: dict[str, Any]) -> None:
+        if status.get("podIP"):
+            with self._lock:
+                self._used_ips.add(status["podIP"])
+
+    def _allocate_ip(self) -> str:
+        """Every pod gets its own loopback address, so pods can bind the same port side by side."""
+        with self._lock:
+            for address in POD_IP_NETWORK.hosts():
+                ip = str(address)
+                if ip not in self._used_ips:
+                    self._used_ips.add(ip)
+                    return ip
+        raise RuntimeError("pod IP pool exhausted")
+
+    # ---- events -------------------------------------------------------------------------
+    def event(self, pod: dict[str, Any], reason: str, note: str, warning: bool = False) -> None:
+        meta = pod["metadata"]
+        t = dt.datetime.now(dt.UTC)
+        body = client.EventsV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
+            event_time=t,
+            reporting_controller="kubetune.dev/node-agent",
+            reporting_instance=pod["spec"].get("nodeName", "node-agent"),
+            action=reason,
+            reason=reason,
+            note=note[:1024],
+            type="Warning" if warning else "Normal",
+            regarding=client.V1ObjectReference(
+                api_version="v1", kind="Pod", name=meta["name"], namespace=meta["namespace"], uid=meta["uid"]
+            ),
+        )
+        try:
+            self.events.create_namespaced_event(meta["namespace"], body)
+        except ApiException as e:
+            log.debug("event not recorded: %s", e.reason)

@@ -1,0 +1,159 @@
+"""Starts one container as a local process inside a private mount (and UTS) namespace.
+
+The namespace lets volumes, the termination-message file and /etc/hosts sit at their real
+paths for that process only. As on a kubelet, the process gets its own session so that a
+signal reaches everything it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+_QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
+_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+
+
+def parse_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity ("512Mi", "4G", "1e9" is not used here) in bytes."""
+    match = _QUANTITY.match(str(quantity))
+    if not match or match.group(2) not in _UNITS:
+        raise ValueError(f"unsupported memory quantity {quantity!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    argv: list[str]
+    env: dict[str, str]
+    working_dir: str
+    hostname: str
+    mounts: list[Mount]
+    log_file: Path
+    memory_cgroup: Path | None
+
+
+def _memory_cgroup_root() -> Path | None:
+    """This process's cgroup-v1 memory controller directory, if we may create children in it."""
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "memory" in controllers.split(","):
+                root = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+                if os.access(root, os.W_OK):
+                    return root
+    except OSError:
+        pass
+    return None
+
+
+MEMORY_CGROUP_ROOT = _memory_cgroup_root()
+
+
+def make_memory_cgroup(name: str, limit: str | None) -> Path | None:
+    """A memory cgroup enforcing the container's limit, so an OOM kill is real and observable."""
+    if MEMORY_CGROUP_ROOT is None:
+        return None
+    path = MEMORY_CGROUP_ROOT / "kubetune-pods" / name
+    path.mkdir(parents=True, exist_ok=True)
+    if limit:
+        (path / "memory.limit_in_bytes").write_text(str(parse_bytes(limit)))
+    return path
+
+
+def oom_killed(cgroup: Path | None) -> bool:
+    if cgroup is None:
+        return False
+    try:
+        for line in (cgroup / "memory.oom_control").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and int(value) > 0:
+                return True
+    except OSError:
+        pass
+    return False
+
+
+def remove_cgroup(cgroup: Path | None) -> None:
+    if cgroup is not None:
+        with contextlib.suppress(OSError):
+            cgroup.rmdir()
+
+
+def _setup_script(spec: LaunchSpec) -> str:
+    lines = ["set -e", f"hostname {shlex.quote(spec.hostname)}"]
+    if spec.memory_cgroup is not None:
+        lines.append(f"echo $$ > {shlex.quote(str(spec.memory_cgroup / 'cgroup.procs'))}")
+    for m in spec.mounts:
+        src, dst = shlex.quote(str(m.source)), shlex.quote(m.target)
+        if m.source.is_dir():
+            lines.append(f"mkdir -p {dst}")
+        else:
+            # A file mount needs an existing file to cover; creating an empty one is harmless.
+            lines.append(f"mkdir -p $(dirname {dst}); [ -e {dst} ] || : > {dst}")
+        lines.append(f"mount --bind {src} {dst}")
+        if m.read_only:
+            lines.append(f"mount -o remount,bind,ro {dst}")
+    lines.append(f"mkdir -p {shlex.quote(spec.working_dir)}")
+    lines.append(f"cd {shlex.quote(spec.working_dir)}")
+    lines.append('exec "$@"')
+    return "\n".join(lines)
+
+
+def launch(spec: LaunchSpec) -> subprocess.Popen[bytes]:
+    spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(spec.log_file, "ab") as log:
+        return subprocess.Popen(
+            [
+                "unshare",
+                "--mount",
+                "--uts",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-c",
+                _setup_script(spec),
+                "kubetune-container",
+                *spec.argv,
+            ],
+            env=spec.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def exit_code(returncode: int) -> int:
+    """Popen reports death by signal as -N; container runtimes report 128+N."""
+    return 128 - returncode if returncode < 0 else returncode

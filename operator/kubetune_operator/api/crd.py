@@ -1,0 +1,283 @@
+"""Generates the FineTuneJob CRD from the pydantic models.
+
+    python -m kubetune_operator.api.crd            # print the CRD YAML
+    python -m kubetune_operator.api.crd --write    # write the committed copies
+    python -m kubetune_operator.api.crd --check    # exit 1 with a diff if a committed copy is stale
+
+Pydantic emits JSON Schema (2020-12); the API server wants a *structural* OpenAPI v3 schema. The
+conversion inlines $refs, drops what structural schemas forbid or do not know (title, $defs,
+`additionalProperties: false`, null defaults), and fails loudly on anything it does not understand,
+so a model change can never produce a CRD that the API server would reject or silently mangle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubetune_operator.api import v1alpha1
+from kubetune_operator.api.cel import VALIDATIONS_KEY
+
+CRD_NAME = f"{v1alpha1.PLURAL}.{v1alpha1.GROUP}"
+# Relative to the repository root; the chart carries an identical copy.
+CRD_PATHS = (
+    Path("crds") / f"{v1alpha1.GROUP}_{v1alpha1.PLURAL}.yaml",
+    Path("charts/kubetune/crds") / f"{v1alpha1.GROUP}_{v1alpha1.PLURAL}.yaml",
+)
+HEADER = (
+    "# generated from operator/kubetune_operator/api; do not edit.\n"
+    "# Regenerate with hack/generate-crd after changing the models.\n"
+)
+
+# Keywords passed through unchanged (after their children are converted).
+_PLAIN_KEYWORDS = {
+    "description",
+    "type",
+    "format",
+    "enum",
+    "default",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "required",
+    "nullable",
+    VALIDATIONS_KEY,
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
+    "x-kubernetes-embedded-resource",
+}
+_DROPPED_KEYWORDS = {"title", "$defs"}
+
+
+class SchemaError(ValueError):
+    """The models use a JSON Schema construct that has no structural OpenAPI equivalent here."""
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    # The field's own keywords (description, default, rules) win over the referenced model's; CEL rules
+    # of both apply, so those lists are concatenated.
+    out = dict(base)
+    for key, value in overlay.items():
+        if key == VALIDATIONS_KEY and key in out:
+            out[key] = [*out[key], *value]
+        else:
+            out[key] = value
+    return out
+
+
+def to_structural(
+    node: dict[str, Any], defs: dict[str, Any], path: str = "", _seen: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Convert one pydantic JSON Schema node (and its children) to structural OpenAPI v3."""
+    node = dict(node)
+    ref = node.pop("$ref", None)
+    all_of = node.pop("allOf", None)
+    if all_of is not None:
+        if len(all_of) != 1 or ref is not None:
+            raise SchemaError(f"{path}: allOf with several schemas is not supported")
+        node = {**all_of[0], **node}
+        ref = node.pop("$ref", None)
+    if ref is not None:
+        name = ref.rsplit("/", 1)[-1]
+        if name in _seen:
+            raise SchemaError(f"{path}: recursive model {name} cannot be expressed in a CRD")
+        target = to_structural(defs[name], defs, path, (*_seen, name))
+        return _merge(target, to_structural(node, defs, path, _seen))
+
+    any_of = node.pop("anyOf", None)
+    if any_of is not None and not node.get("x-kubernetes-int-or-string"):
+        # Optional[X] is anyOf [X, null]. We drop the null branch instead of emitting `nullable`: the API
+        # server then prunes an explicit null, so `has(self.x)` in CEL is false exactly when Python sees None.
+        branches = [b for b in any_of if b != {"type": "null"}]
+        if len(branches) != 1:
+            raise SchemaError(f"{path}: unions other than Optional[X] are not supported")
+        if node.get("default", ...) is None:
+            del node["default"]
+        return _merge(to_structural(branches[0], defs, path, _seen), to_structural(node, defs, path, _seen))
+
+    out: dict[str, Any] = {}
+    if any_of is not None:
+        out["anyOf"] = copy.deepcopy(any_of)
+    for key, value in node.items():
+        if key in _DROPPED_KEYWORDS:
+            continue
+        if key == "properties":
+            out[key] = {
+                name: to_structural(sub, defs, f"{path}.{name}", _seen) for name, sub in value.items()
+            }
+        elif key == "items":
+            out[key] = to_structural(value, defs, f"{path}[]", _seen)
+        elif key == "additionalProperties":
+            if value is False:
+                continue  # extra="forbid": structural schemas forbid it beside properties; pruning covers it
+            if value is True:
+                raise SchemaError(f"{path}: free-form objects need an explicit schema")
+            out[key] = to_structural(value, defs, f"{path}.*", _seen)
+        elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+            # JSON Schema 2020-12 numbers become OpenAPI v3.0 bound + boolean.
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+        elif key == "const":
+            out["enum"] = [value]
+        elif key == "default" and value is None:
+            continue
+        elif key in _PLAIN_KEYWORDS:
+            out[key] = copy.deepcopy(value)
+        else:
+            raise SchemaError(f"{path}: JSON Schema keyword {key!r} has no structural equivalent")
+    return out
+
+
+def _model_schema(model: type[Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    return to_structural(schema, schema.get("$defs", {}))
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The structural schema of a whole FineTuneJob object."""
+    job = v1alpha1.FineTuneJob
+    return {
+        "description": " ".join((job.__doc__ or "").split()),
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {
+                "description": "APIVersion of this representation of the object (kubetune.dev/v1alpha1).",
+                "type": "string",
+            },
+            "kind": {"description": "Kind of the object (FineTuneJob).", "type": "string"},
+            # The API server owns metadata's schema; a CRD may only say that it is an object.
+            "metadata": {"type": "object"},
+            "spec": _model_schema(v1alpha1.FineTuneJobSpec),
+            "status": _model_schema(v1alpha1.FineTuneJobStatus),
+        },
+        VALIDATIONS_KEY: [rule.to_k8s() for rule in job.cel_rules],
+    }
+
+
+PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Method", "type": "string", "jsonPath": ".spec.method"},
+    {"name": "Model", "type": "string", "jsonPath": ".spec.baseModel.uri"},
+    {
+        "name": "Progress%",
+        "type": "integer",
+        "jsonPath": ".status.progress.progressPercentage",
+        "description": "Training progress in percent.",
+    },
+    {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def build_crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": CRD_NAME},
+        "spec": {
+            "group": v1alpha1.GROUP,
+            "names": {
+                "kind": v1alpha1.KIND,
+                "listKind": f"{v1alpha1.KIND}List",
+                "plural": v1alpha1.PLURAL,
+                "singular": v1alpha1.SINGULAR,
+                "shortNames": list(v1alpha1.SHORT_NAMES),
+                "categories": list(v1alpha1.CATEGORIES),
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": v1alpha1.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {"openAPIV3Schema": openapi_schema()},
+                }
+            ],
+        },
+    }
+
+
+def render_crd() -> str:
+    # sort_keys gives a stable order whatever the dict insertion order; a wide line keeps rules unfolded.
+    body = yaml.safe_dump(
+        build_crd(), sort_keys=True, default_flow_style=False, width=120, allow_unicode=True
+    )
+    return HEADER + "---\n" + body
+
+
+def check(root: Path) -> list[str]:
+    """Unified diffs of every committed copy that differs from the generated CRD (empty when current)."""
+    expected = render_crd()
+    diffs = []
+    for rel in CRD_PATHS:
+        path = root / rel
+        actual = path.read_text() if path.exists() else ""
+        if actual != expected:
+            diffs.append(
+                "".join(
+                    difflib.unified_diff(
+                        actual.splitlines(keepends=True),
+                        expected.splitlines(keepends=True),
+                        fromfile=f"{rel} (committed)",
+                        tofile=f"{rel} (generated)",
+                    )
+                )
+            )
+    return diffs
+
+
+def write(root: Path) -> None:
+    text = render_crd()
+    for rel in CRD_PATHS:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m kubetune_operator.api.crd", description=__doc__.split("\n")[0]
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="write the CRD files under --root")
+    mode.add_argument("--check", action="store_true", help="exit 1 with a diff if a CRD file is stale")
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="repository root (default: cwd)")
+    args = parser.parse_args(argv)
+
+    if args.write:
+        write(args.root)
+        for rel in CRD_PATHS:
+            print(f"wrote {rel}", file=sys.stderr)
+        return 0
+    if args.check:
+        diffs = check(args.root)
+        if diffs:
+            sys.stdout.write("".join(diffs))
+            print("the committed CRD is stale: run hack/generate-crd", file=sys.stderr)
+            return 1
+        return 0
+    sys.stdout.write(render_crd())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

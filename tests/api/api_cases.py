@@ -1,0 +1,293 @@
+"""Shared data of the API tests: the example manifests and a table of bad specs.
+
+Each bad spec is one edit of the tiny example, with the words expected from pydantic and from the
+API server, so the CEL rules and their Python twins are tested against the same cases.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
+TINY = REPO_ROOT / "examples" / "finetunejob-tiny.yaml"
+
+Obj = dict[str, Any]
+
+
+@cache
+def _load(path: Path) -> Obj:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict), f"{path} is not one YAML mapping"
+    return data
+
+
+def load(path: Path) -> Obj:
+    return copy.deepcopy(_load(path))
+
+
+def tiny() -> Obj:
+    return load(TINY)
+
+
+@dataclass(frozen=True)
+class BadSpec:
+    id: str
+    edit: Callable[[Obj], None]
+    loc: str  # where pydantic reports it (dotted, camelCase; "" for the object itself)
+    pydantic: str  # substring of pydantic's error
+    server: str  # substring of the API server's error (kubectl apply --dry-run=server)
+
+    def apply(self) -> Obj:
+        obj = tiny()
+        self.edit(obj)
+        return obj
+
+
+def _set(path: str, value: Any) -> Callable[[Obj], None]:
+    def edit(obj: Obj) -> None:
+        *parents, last = path.split(".")
+        node = obj
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+
+    return edit
+
+
+def _del(path: str) -> Callable[[Obj], None]:
+    def edit(obj: Obj) -> None:
+        *parents, last = path.split(".")
+        node = obj
+        for p in parents:
+            node = node[p]
+        del node[last]
+
+    return edit
+
+
+def _all(*edits: Callable[[Obj], None]) -> Callable[[Obj], None]:
+    def edit(obj: Obj) -> None:
+        for e in edits:
+            e(obj)
+
+    return edit
+
+
+BAD_SPECS = [
+    BadSpec(
+        "bad-method",
+        _set("spec.method", "prefix"),
+        "spec.method",
+        "'lora', 'qlora' or 'full'",
+        'Unsupported value: "prefix"',
+    ),
+    BadSpec(
+        "lora-r-zero", _set("spec.lora.r", 0), "spec.lora.r", "greater than or equal to 1", "spec.lora.r"
+    ),
+    BadSpec(
+        "lora-r-negative", _set("spec.lora.r", -4), "spec.lora.r", "greater than or equal to 1", "spec.lora.r"
+    ),
+    BadSpec(
+        "missing-output", _del("spec.output"), "spec.output", "Field required", "spec.output: Required value"
+    ),
+    BadSpec(
+        "inline-access-key",
+        _set("spec.output.credentialsSecretRef.accessKey", "AKIAEXAMPLE"),
+        "spec.output.credentialsSecretRef.accessKey",
+        "Extra inputs are not permitted",
+        'unknown field "spec.output.credentialsSecretRef.accessKey"',
+    ),
+    BadSpec(
+        "inline-secret-key-on-output",
+        _set("spec.output.secretAccessKey", "not-a-secret"),
+        "spec.output.secretAccessKey",
+        "Extra inputs are not permitted",
+        'unknown field "spec.output.secretAccessKey"',
+    ),
+    BadSpec(
+        "inline-credentials-object",
+        _set("spec.dataset.credentials", {"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "x"}),
+        "spec.dataset.credentials",
+        "Extra inputs are not permitted",
+        'unknown field "spec.dataset.credentials"',
+    ),
+    BadSpec(
+        "secret-name-not-a-name",
+        _set("spec.output.credentialsSecretRef.name", "My_Secret"),
+        "spec.output.credentialsSecretRef.name",
+        "must be the name of a Secret",
+        "must be the name of a Secret",
+    ),
+    BadSpec(
+        "steps-and-epochs",
+        _set("spec.training.epochs", 1),
+        "spec.training",
+        "exactly one of training.maxSteps and training.epochs must be set",
+        "exactly one of training.maxSteps and training.epochs must be set",
+    ),
+    BadSpec(
+        "neither-steps-nor-epochs",
+        _del("spec.training.maxSteps"),
+        "spec.training",
+        "exactly one of training.maxSteps and training.epochs must be set",
+        "exactly one of training.maxSteps and training.epochs must be set",
+    ),
+    BadSpec(
+        "warmup-steps-and-ratio",
+        _all(_set("spec.training.warmupSteps", 2), _set("spec.training.warmupRatio", 0.1)),
+        "spec.training",
+        "warmupSteps and training.warmupRatio are mutually exclusive",
+        "warmupSteps and training.warmupRatio are mutually exclusive",
+    ),
+    BadSpec(
+        "eval-ratio-and-uri",
+        _set("spec.dataset.evalUri", "s3://kubetune-dev/datasets/tone/eval.jsonl"),
+        "spec.dataset",
+        "evalRatio and evalUri are mutually exclusive",
+        "evalRatio and evalUri are mutually exclusive",
+    ),
+    BadSpec(
+        "template-without-field",
+        _set("spec.dataset.textTemplate", "no placeholders"),
+        "spec.dataset.textTemplate",
+        "textTemplate must reference at least one {field}",
+        "textTemplate must reference at least one {field}",
+    ),
+    BadSpec(
+        "template-with-chat",
+        _set("spec.dataset.format", "chat"),
+        "spec.dataset",
+        "textTemplate only applies to format text",
+        "textTemplate only applies to format text",
+    ),
+    BadSpec(
+        "train-uri-http",
+        _set("spec.dataset.trainUri", "https://example.com/train.jsonl"),
+        "spec.dataset.trainUri",
+        "must be s3://bucket/key, pvc://claim/path or an absolute path",
+        "must be s3://bucket/key, pvc://claim/path or an absolute path",
+    ),
+    BadSpec(
+        "model-uri-relative",
+        _set("spec.baseModel.uri", "models/tiny"),
+        "spec.baseModel.uri",
+        "must be s3://bucket/key, pvc://claim/path or an absolute path",
+        "must be s3://bucket/key, pvc://claim/path or an absolute path",
+    ),
+    BadSpec(
+        "model-credentials-on-local-path",
+        _all(
+            _set("spec.baseModel.uri", "/models/tiny"),
+            _set("spec.baseModel.credentialsSecretRef", {"name": "s3"}),
+        ),
+        "spec.baseModel",
+        "baseModel.credentialsSecretRef only applies to an s3:// uri",
+        "baseModel.credentialsSecretRef only applies to an s3:// uri",
+    ),
+    BadSpec(
+        "output-not-s3",
+        _set("spec.output.uri", "gs://bucket/runs"),
+        "spec.output.uri",
+        "output.uri must be an S3 URI",
+        "output.uri must be an S3 URI",
+    ),
+    BadSpec(
+        "endpoint-not-url",
+        _set("spec.output.endpoint", "127.0.0.1:28333"),
+        "spec.output.endpoint",
+        "endpoint must be an http:// or https:// URL",
+        "endpoint must be an http:// or https:// URL",
+    ),
+    BadSpec(
+        "lora-missing",
+        _del("spec.lora"),
+        "spec",
+        "lora is required when method is lora or qlora",
+        "lora is required when method is lora or qlora",
+    ),
+    BadSpec(
+        "lora-with-full",
+        _set("spec.method", "full"),
+        "spec",
+        "lora must not be set when method is full",
+        "lora must not be set when method is full",
+    ),
+    BadSpec(
+        "quantization-with-lora",
+        _set("spec.quantization", {"bits": 4}),
+        "spec",
+        "quantization (4/8-bit base weights) is only valid with method qlora",
+        "quantization (4/8-bit base weights) is only valid with method qlora",
+    ),
+    BadSpec(
+        "quantization-3-bits",
+        _all(_set("spec.method", "qlora"), _set("spec.quantization", {"bits": 3})),
+        "spec.quantization.bits",
+        "Input should be 4 or 8",
+        "Unsupported value: 3",
+    ),
+    BadSpec(
+        "onnx-fp16-on-cpu",
+        _set("spec.export.onnx.precision", "fp16"),
+        "spec.export.onnx",
+        "onnx precision fp16 needs executionProvider cuda",
+        "onnx precision fp16 needs executionProvider cuda",
+    ),
+    BadSpec(
+        "onnx-adapter-with-full",
+        _all(_set("spec.method", "full"), _del("spec.lora"), _set("spec.export.onnx.adapter", True)),
+        "spec",
+        "export.onnx.adapter needs a LoRA",
+        "export.onnx.adapter needs a LoRA",
+    ),
+    BadSpec(
+        "fp16-training-on-cpu",
+        _set("spec.training.precision", "fp16"),
+        "spec",
+        "training.precision fp16 needs GPUs",
+        "training.precision fp16 needs GPUs",
+    ),
+    BadSpec(
+        "negative-gpus",
+        _set("spec.resources.gpusPerNode", -1),
+        "spec.resources.gpusPerNode",
+        "greater than or equal to 0",
+        "gpusPerNode",
+    ),
+    BadSpec(
+        "bad-quantity",
+        _set("spec.resources.memory", "two gigs"),
+        "spec.resources.memory",
+        "is not a Kubernetes quantity",
+        "memory",
+    ),
+    BadSpec(
+        "exists-toleration-with-value",
+        _set("spec.resources.tolerations", [{"key": "gpu", "operator": "Exists", "value": "yes"}]),
+        "spec.resources.tolerations.0",
+        "a toleration with operator Exists must not have a value",
+        "a toleration with operator Exists must not have a value",
+    ),
+    BadSpec(
+        "typo-in-spec",
+        _set("spec.trainig", {"maxSteps": 3}),
+        "spec.trainig",
+        "Extra inputs are not permitted",
+        "trainig",
+    ),
+    BadSpec(
+        "name-too-long",
+        _set("metadata.name", "a" * 41),
+        "",
+        "metadata.name must be at most 40 characters",
+        "metadata.name must be at most 40 characters",
+    ),
+]

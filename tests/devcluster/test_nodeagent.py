@@ -1,0 +1,285 @@
+"""The local cluster runs real workloads: Jobs are scheduled onto fake GPU nodes and the node
+agent runs their pods as processes, with the behaviour in-cluster code relies on."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from support import wait_for
+
+pytestmark = pytest.mark.cluster
+
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def python_job(
+    name: str,
+    script: str,
+    *,
+    gpus: int = 0,
+    backoff_limit: int = 0,
+    env: list[dict[str, Any]] | None = None,
+    volumes: list[dict[str, Any]] | None = None,
+    mounts: list[dict[str, Any]] | None = None,
+    ttl: int | None = None,
+    service_account: str | None = None,
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "main",
+        "image": "kubetune/trainer:dev",
+        "command": ["python", "-c", textwrap.dedent(script)],
+        "env": env or [],
+        "volumeMounts": mounts or [],
+    }
+    if gpus:
+        container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": volumes or [],
+        "terminationGracePeriodSeconds": 10,
+    }
+    if gpus:
+        pod_spec["tolerations"] = [GPU_TOLERATION]
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    spec: dict[str, Any] = {"backoffLimit": backoff_limit, "template": {"spec": pod_spec}}
+    if ttl is not None:
+        spec["ttlSecondsAfterFinished"] = ttl
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, "spec": spec}
+
+
+def job_condition(batch: client.BatchV1Api, namespace: str, name: str, type_: str) -> Any:
+    job = batch.read_namespaced_job_status(name, namespace)
+    for c in job.status.conditions or []:
+        if c.type == type_ and c.status == "True":
+            return c
+    return None
+
+
+def job_pods(core: client.CoreV1Api, namespace: str, job: str) -> list[client.V1Pod]:
+    return core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+
+
+def test_gpu_job_reads_secret_writes_s3_and_completes(
+    core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str, s3: Any, cluster_env: dict[str, str]
+) -> None:
+    bucket, key = cluster_env["KUBETUNE_S3_BUCKET"], f"tests/{uuid.uuid4().hex}/hello.txt"
+    core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="s3"),
+            string_data={
+                "AWS_ACCESS_KEY_ID": cluster_env["AWS_ACCESS_KEY_ID"],
+                "AWS_SECRET_ACCESS_KEY": cluster_env["AWS_SECRET_ACCESS_KEY"],
+                "greeting": "hello from a secret",
+            },
+        ),
+    )
+
+    def secret_env(name: str, key_: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"secretKeyRef": {"name": "s3", "key": key_}}}
+
+    script = f"""
+        import os, boto3
+        from botocore.config import Config
+        s3 = boto3.client("s3", config=Config(request_checksum_calculation="when_required"))
+        body = os.environ["GREETING"] + " on " + os.environ["NODE_NAME"]
+        s3.put_object(Bucket={bucket!r}, Key={key!r}, Body=body.encode())
+    """
+    env = [
+        secret_env("GREETING", "greeting"),
+        secret_env("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        secret_env("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+        {"name": "AWS_ENDPOINT_URL", "value": cluster_env["AWS_ENDPOINT_URL"]},
+        {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    ]
+    batch.create_namespaced_job(namespace, python_job("hello", script, gpus=1, env=env))
+
+    wait_for(lambda: job_condition(batch, namespace, "hello", "Complete"), 120, "the Job to complete")
+    (pod,) = job_pods(core, namespace, "hello")
+    assert pod.spec.node_name.startswith("gpu-node-")
+    node = core.read_node(pod.spec.node_name)
+    assert node.status.allocatable["nvidia.com/gpu"] == "8"
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 0
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    assert body == f"hello from a secret on {pod.spec.node_name}"
+
+
+def test_more_gpus_than_a_node_has_stays_pending_unschedulable(
+    core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str
+) -> None:
+    batch.create_namespaced_job(namespace, python_job("too-big", "print('never runs')", gpus=9))
+
+    def unschedulable() -> Any:
+        for pod in job_pods(core, namespace, "too-big"):
+            for c in pod.status.conditions or []:
+                if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
+                    return pod, c
+        return None
+
+    pod, condition = wait_for(unschedulable, 60, "the scheduler to report Unschedulable")
+    assert "nvidia.com/gpu" in condition.message
+    assert pod.status.phase == "Pending"
+    assert pod.spec.node_name is None
+
+
+def test_failing_container_reports_exit_code_and_termination_message(
+    core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str
+) -> None:
+    script = """
+        import sys
+        with open("/dev/termination-log", "w") as f:
+            f.write("dataset row 7 has no field 'tone'")
+        print("about to fail")
+        sys.exit(3)
+    """
+    batch.create_namespaced_job(namespace, python_job("fails", script, gpus=1))
+
+    failed = wait_for(lambda: job_condition(batch, namespace, "fails", "Failed"), 120, "the Job to fail")
+    assert failed.reason == "BackoffLimitExceeded"
+    (pod,) = job_pods(core, namespace, "fails")
+    assert pod.status.phase == "Failed"
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert terminated.exit_code == 3
+    assert terminated.reason == "Error"
+    assert terminated.message == "dataset row 7 has no field 'tone'"
+    # The container's output is readable through the apiserver, as with `kubectl logs`.
+    assert core.read_namespaced_pod_log(pod.metadata.name, namespace, container="main") == "about to fail\n"
+
+
+def test_deleted_pod_gets_sigterm_and_job_replaces_it(
+    core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str, tmp_path: Path
+) -> None:
+    tmp_path.chmod(0o777)
+    script = """
+        import os, signal, sys, time
+        def on_term(signum, frame):
+            with open(f"/out/{os.environ['POD']}.sigterm", "w") as f:
+                f.write("terminated gracefully")
+            sys.exit(143)  # stopped, not finished: the Job must run it again
+        signal.signal(signal.SIGTERM, on_term)
+        open(f"/out/{os.environ['POD']}.started", "w").close()
+        time.sleep(600)
+    """
+    job = python_job(
+        "sleeper",
+        script,
+        backoff_limit=3,
+        env=[{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        volumes=[{"name": "out", "hostPath": {"path": str(tmp_path), "type": "Directory"}}],
+        mounts=[{"name": "out", "mountPath": "/out"}],
+    )
+    batch.create_namespaced_job(namespace, job)
+    first = wait_for(
+        lambda: [
+            p
+            for p in job_pods(core, namespace, "sleeper")
+            if (tmp_path / f"{p.metadata.name}.started").exists()
+        ],
+        60,
+        "the first pod to start",
+    )[0].metadata.name
+
+    core.delete_namespaced_pod(first, namespace)
+
+    wait_for(lambda: (tmp_path / f"{first}.sigterm").exists(), 30, "the process to receive SIGTERM")
+    assert (tmp_path / f"{first}.sigterm").read_text() == "terminated gracefully"
+    replacement = wait_for(
+        lambda: [p for p in job_pods(core, namespace, "sleeper") if p.metadata.name != first],
+        60,
+        "the Job controller to create a replacement pod",
+    )
+    wait_for(
+        lambda: (tmp_path / f"{replacement[0].metadata.name}.started").exists(), 60, "the replacement to run"
+    )
+
+
+def test_deleting_a_job_garbage_collects_its_pods(
+    core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str
+) -> None:
+    batch.create_namespaced_job(namespace, python_job("long", "import time; time.sleep(600)"))
+    pod = wait_for(
+        lambda: [p for p in job_pods(core, namespace, "long") if p.status.phase == "Running"],
+        60,
+        "the pod to run",
+    )[0]
+    assert pod.metadata.owner_references[0].kind == "Job"
+
+    batch.delete_namespaced_job("long", namespace, propagation_policy="Background")
+
+    wait_for(lambda: not job_pods(core, namespace, "long"), 60, "the garbage collector to remove the pod")
+
+
+def test_ttl_after_finished_removes_a_finished_job(batch: client.BatchV1Api, namespace: str) -> None:
+    batch.create_namespaced_job(namespace, python_job("short", "print('done')", ttl=1))
+
+    def gone() -> bool:
+        try:
+            batch.read_namespaced_job("short", namespace)
+        except ApiException as e:
+            return e.status == 404
+        return False
+
+    wait_for(gone, 90, "the TTL-after-finished controller to delete the Job")
+
+
+def test_pod_acts_as_its_service_account_and_rbac_is_enforced(
+    core: client.CoreV1Api, batch: client.BatchV1Api, rbac: client.RbacAuthorizationV1Api, namespace: str
+) -> None:
+    for name in ("readable", "secret-plans"):
+        core.create_namespaced_config_map(
+            namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data={"k": name})
+        )
+    core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="reader"))
+    )
+    rbac.create_namespaced_role(
+        namespace,
+        client.V1Role(
+            metadata=client.V1ObjectMeta(name="read-one"),
+            rules=[
+                client.V1PolicyRule(
+                    api_groups=[""], resources=["configmaps"], resource_names=["readable"], verbs=["get"]
+                )
+            ],
+        ),
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name="reader-read-one"),
+            role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="read-one"),
+            subjects=[client.RbacV1Subject(kind="ServiceAccount", name="reader", namespace=namespace)],
+        ),
+    )
+    script = """
+        import json
+        from kubernetes import client, config
+        from kubernetes.client.exceptions import ApiException
+        config.load_incluster_config()
+        core = client.CoreV1Api()
+        ns = open("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read()
+        result = {"namespace": ns, "readable": core.read_namespaced_config_map("readable", ns).data["k"]}
+        try:
+            core.read_namespaced_config_map("secret-plans", ns)
+            result["other"] = "allowed"
+        except ApiException as e:
+            result["other"] = e.status
+        open("/dev/termination-log", "w").write(json.dumps(result))
+    """
+    batch.create_namespaced_job(namespace, python_job("rbac", script, service_account="reader"))
+
+    wait_for(lambda: job_condition(batch, namespace, "rbac", "Complete"), 120, "the Job to complete")
+    (pod,) = job_pods(core, namespace, "rbac")
+    result = json.loads(pod.status.container_statuses[0].state.terminated.message)
+    assert result == {"namespace": namespace, "readable": "readable", "other": 403}

@@ -1,0 +1,69 @@
+"""What both entrypoints share: arguments, logging, exit codes and the termination message."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from kubetune_trainer.errors import ExitCode, TrainerError
+
+log = logging.getLogger("kubetune_trainer")
+
+TERMINATION_LOG_ENV = "KUBETUNE_TERMINATION_LOG"
+_TERMINATION_LOG = "/dev/termination-log"
+# Kubernetes keeps at most 4 KiB of the termination message.
+_TERMINATION_LIMIT = 4096
+
+
+def parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--config", type=Path, required=True, help="trainer config JSON")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(os.environ.get("KUBETUNE_WORKDIR", "/tmp/kubetune")),
+        help="scratch space for downloads and outputs (default: $KUBETUNE_WORKDIR or /tmp/kubetune)",
+    )
+    parser.add_argument("--progress-file", type=Path, default=None, help="also append progress as JSON lines")
+    return parser.parse_args(argv)
+
+
+def write_termination_message(message: str) -> None:
+    """Leave the failure reason where Kubernetes shows it in the pod status, if that file exists."""
+    path = Path(os.environ.get(TERMINATION_LOG_ENV, _TERMINATION_LOG))
+    # Only an existing file: the kubelet creates it in pods, and we must not litter /dev elsewhere.
+    if not path.is_file() or not os.access(path, os.W_OK):
+        return
+    try:
+        path.write_text(message.encode()[:_TERMINATION_LIMIT].decode(errors="ignore"))
+    except OSError as exc:
+        log.warning("cannot write termination message to %s: %s", path, exc)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout
+    )
+    # Everything runs offline from local or S3 files; never reach for a model hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run_entrypoint(name: str, job: Callable[[], object]) -> int:
+    """Run `job`, turning failures into a distinct exit code and a termination message."""
+    try:
+        job()
+    except TrainerError as exc:
+        log.error("%s failed: %s", name, exc)
+        write_termination_message(str(exc))
+        return int(exc.exit_code)
+    except Exception as exc:
+        log.exception("%s failed unexpectedly", name)
+        write_termination_message(f"{ExitCode.UNEXPECTED.name}: {type(exc).__name__}: {exc}")
+        return int(ExitCode.UNEXPECTED)
+    log.info("%s finished", name)
+    return 0

@@ -1,0 +1,208 @@
+"""The trainer's typed configuration: the one JSON document the operator writes for both Jobs.
+
+Field names are camelCase in JSON (the FineTuneJob spec's style) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from kubetune_trainer.errors import config_error
+
+# Olive's int4 settings that keep a fine-tuned model's accuracy (see the export docs): k_quant for the
+# body, and int8 for the LM head and the most quantization-sensitive layers.
+DEFAULT_INT4_ALGO = "k_quant"
+DEFAULT_INT4_MIXED_PRECISION = "last_matmul:int8,mixed_layers:int8"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid", protected_namespaces=()
+    )
+
+
+def template_fields(template: str) -> list[str]:
+    """The `{field}` placeholders of a template, in order of appearance."""
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"bad text template {template!r}: {exc}") from exc
+
+
+class BaseModelSpec(_Spec):
+    # s3://bucket/prefix/ of an HF folder, s3://bucket/key.gguf, or a local folder or .gguf file.
+    uri: str = Field(min_length=1)
+    revision: str | None = None
+
+
+class DatasetSpec(_Spec):
+    train_uri: str = Field(min_length=1)
+    eval_uri: str | None = None
+    # Used only without evalUri: the fraction of the training rows held out for evaluation.
+    eval_ratio: float = Field(default=0.1, ge=0.0, lt=1.0)
+    # Olive-style: "Phrase: {phrase}\nTone: {tone}" renders each JSONL row into one training text.
+    text_template: str = Field(min_length=1)
+    # The placeholder whose value is the answer: prompts for generation checks are the template up to
+    # it. Defaults to the last placeholder.
+    response_field: str | None = None
+    max_samples: int | None = Field(default=None, gt=0)
+    seed: int = 42
+
+    @field_validator("text_template")
+    @classmethod
+    def _has_fields(cls, value: str) -> str:
+        fields = template_fields(value)
+        if not fields or any(not f.isidentifier() for f in fields):
+            raise ValueError("textTemplate needs {field} placeholders naming JSONL keys, e.g. '{text}'")
+        return value
+
+    @model_validator(mode="after")
+    def _response_in_template(self) -> DatasetSpec:
+        if self.response_field is not None and self.response_field not in template_fields(self.text_template):
+            raise ValueError(f"responseField {self.response_field!r} is not a placeholder of textTemplate")
+        return self
+
+    @property
+    def answer_field(self) -> str:
+        return self.response_field or template_fields(self.text_template)[-1]
+
+
+class LoraSpec(_Spec):
+    r: int = Field(default=16, gt=0)
+    alpha: float = Field(default=32, gt=0)
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    # None: discovered from the model (its attention projections, e.g. q/k/v/o_proj).
+    target_modules: list[str] | None = None
+    modules_to_save: list[str] | None = None
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("targetModules must name at least one module, or be omitted to discover them")
+        return value
+
+
+LrScheduler = Literal[
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
+]
+
+
+class TrainingSpec(_Spec):
+    # maxSteps wins over epochs; with neither, one epoch.
+    max_steps: int | None = Field(default=None, gt=0)
+    epochs: float | None = Field(default=None, gt=0)
+    learning_rate: float = Field(default=2e-4, gt=0)
+    lr_scheduler: LrScheduler = "linear"
+    warmup_steps: int = Field(default=0, ge=0)
+    warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
+    batch_size: int = Field(default=8, gt=0)
+    gradient_accumulation_steps: int = Field(default=1, gt=0)
+    gradient_checkpointing: bool = False
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    max_seq_length: int = Field(default=512, gt=8)
+    seed: int = 42
+    logging_steps: int = Field(default=1, gt=0)
+    # None: evaluate once at the end.
+    eval_steps: int | None = Field(default=None, gt=0)
+    # Held-out rows answered by greedy generation before and after training (0: skip); gives the
+    # evalAccuracyBefore/After metrics.
+    generation_eval_samples: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> TrainingSpec:
+        if self.warmup_steps and self.warmup_ratio:
+            raise ValueError("set warmupSteps or warmupRatio, not both")
+        return self
+
+
+class OutputSpec(_Spec):
+    # s3://bucket/prefix (or a local folder): the trainer writes <uri>/adapter/, the export job
+    # <uri>/merged/, <uri>/onnx/ and <uri>/manifest.json.
+    uri: str = Field(min_length=1)
+
+
+class Int4Spec(_Spec):
+    algo: Literal["k_quant", "rtn", "default"] = DEFAULT_INT4_ALGO
+    # The builder's matmul_mixed_precision; "" quantizes every MatMul to int4.
+    mixed_precision: str = DEFAULT_INT4_MIXED_PRECISION
+    block_size: Literal[16, 32, 64, 128, 256] = 32
+    accuracy_level: Literal[1, 2, 3, 4] | None = None
+
+
+class ExportSpec(_Spec):
+    precision: Literal["int4", "int8", "fp16", "fp32"] = "int4"
+    execution_provider: Literal["cpu", "cuda"] = "cpu"
+    int4: Int4Spec = Int4Spec()
+    # Build a swappable .onnx_adapter beside a LoRA-input model (multi-LoRA serving).
+    onnx_adapter: bool = False
+    # Held-out prompts generated by both PyTorch and ONNX Runtime GenAI to measure parity.
+    parity_prompts: int = Field(default=16, ge=0)
+    # Two generations agree when their first N new tokens are identical.
+    parity_tokens: int = Field(default=8, gt=0)
+    max_new_tokens: int = Field(default=16, gt=0)
+    # Fail the export (exit 6) when parity falls below this; None only reports it.
+    min_parity: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _supported_combination(self) -> ExportSpec:
+        # The builder's valid CPU/CUDA combinations: fp16 has no CPU kernels.
+        if self.precision == "fp16" and self.execution_provider == "cpu":
+            raise ValueError("export precision fp16 needs executionProvider cuda; use fp32, int8 or int4 on cpu")
+        return self
+
+
+class TrainerConfig(_Spec):
+    name: str = Field(min_length=1)
+    namespace: str = "default"
+    run_id: str = Field(min_length=1)
+    base_model: BaseModelSpec
+    dataset: DatasetSpec
+    method: str = "lora"
+    lora: LoraSpec = LoraSpec()
+    training: TrainingSpec = TrainingSpec()
+    output: OutputSpec
+    export: ExportSpec = ExportSpec()
+
+    @field_validator("method")
+    @classmethod
+    def _lora_only(cls, value: str) -> str:
+        if value in ("qlora", "full"):
+            raise ValueError(f"method {value!r} is not supported yet; use 'lora'")
+        if value != "lora":
+            raise ValueError(f"unknown method {value!r}; use 'lora'")
+        return value
+
+    def spec_hash(self) -> str:
+        """A stable hash of the whole configuration, recorded in the manifest."""
+        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_config(data: dict | str | bytes) -> TrainerConfig:
+    """Validate a config, raising TrainerError(INVALID_CONFIG) with every problem listed."""
+    try:
+        if isinstance(data, dict):
+            return TrainerConfig.model_validate(data)
+        return TrainerConfig.model_validate_json(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise config_error(f"invalid trainer config: {problems}") from exc
+
+
+def load_config(path: Path) -> TrainerConfig:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise config_error(f"cannot read config {path}: {exc}") from exc
+    return parse_config(raw)

@@ -1,0 +1,228 @@
+"""Export entrypoint: python -m kubetune_trainer.export --config config.json
+
+base + <output.uri>/adapter/ → merged safetensors → ONNX (onnxruntime-genai model builder)
+→ PyTorch-vs-ONNX parity on held-out prompts → <output.uri>/{merged,onnx}/ and manifest.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubetune_trainer.cli import configure_logging, parse_args, run_entrypoint
+from kubetune_trainer.config import ExportSpec, TrainerConfig, load_config
+from kubetune_trainer.errors import export_error, model_error
+from kubetune_trainer.storage import FileEntry, Storage, describe_file, join_uri
+from kubetune_trainer.train import METRICS_FILE, fetch_base_model, fetch_dataset
+
+log = logging.getLogger("kubetune_trainer.export")
+
+MANIFEST_FILE = "manifest.json"
+_BUILDER_LOG_TAIL = 3000
+
+
+def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path) -> tuple[Any, Any]:
+    """Fold the LoRA weights into the base model and save the result as a plain HF folder."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from kubetune_trainer.models import load_model_and_tokenizer
+
+    base, _ = load_model_and_tokenizer(base_dir, torch.float32)
+    try:
+        model = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    except (ValueError, OSError, KeyError, RuntimeError) as exc:
+        raise model_error(f"cannot apply adapter {adapter_dir} to {base_dir}: {exc}") from exc
+    # The adapter folder holds the tokenizer the model was trained with.
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return model, tokenizer
+
+
+def builder_arguments(spec: ExportSpec, merged_dir: Path, onnx_dir: Path, cache_dir: Path) -> list[str]:
+    """The model builder's command line for the configured precision and execution provider."""
+    args = [
+        sys.executable, "-m", "onnxruntime_genai.models.builder",
+        "-i", str(merged_dir), "-o", str(onnx_dir), "-p", spec.precision, "-e", spec.execution_provider,
+        "-c", str(cache_dir),
+    ]  # fmt: skip
+    extra = ["hf_token=false"]
+    if spec.precision == "int4":
+        int4 = spec.int4
+        extra += [f"algo_config={int4.algo}", f"block_size={int4.block_size}"]
+        if int4.mixed_precision:
+            extra.append(f"matmul_mixed_precision={int4.mixed_precision}")
+        if int4.accuracy_level is not None:
+            extra.append(f"accuracy_level={int4.accuracy_level}")
+    return [*args, "--extra_options", *extra]
+
+
+def build_onnx(spec: ExportSpec, merged_dir: Path, onnx_dir: Path, cache_dir: Path) -> Path:
+    if onnx_dir.exists():
+        shutil.rmtree(onnx_dir)
+    cmd = builder_arguments(spec, merged_dir, onnx_dir, cache_dir)
+    log.info("building ONNX: %s", " ".join(cmd))
+    # A subprocess: the builder edits sys.path, prints progress bars and holds its own copy of the
+    # weights; its memory is returned when it exits.
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if result.returncode != 0 or not (onnx_dir / "genai_config.json").is_file():
+        tail = (result.stdout + result.stderr)[-_BUILDER_LOG_TAIL:]
+        raise export_error(f"ONNX model builder failed (exit {result.returncode}): {tail}")
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    return onnx_dir
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    prompts: int
+    first_n_tokens: int
+    parity: float
+    accuracy_torch: float | None
+    accuracy_onnx: float | None
+    tokenizer_agreement: float
+    onnx_seconds: float
+    torch_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {_camel(k): v for k, v in asdict(self).items()}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def check_parity(cfg: TrainerConfig, model: Any, tokenizer: Any, onnx_dir: Path, rows: list[dict]) -> ParityReport:
+    """Greedy-generate held-out prompts with PyTorch and ONNX Runtime GenAI and compare."""
+    from kubetune_trainer.generation import (
+        eos_ids,
+        accuracy,
+        answer_text,
+        encode,
+        ort_greedy,
+        ort_tokenizer_agreement,
+        parity,
+        prompts_from_rows,
+        torch_greedy,
+    )
+
+    spec = cfg.export
+    prompts = prompts_from_rows(cfg.dataset.text_template, cfg.dataset.answer_field, rows[: spec.parity_prompts])
+    ids = [encode(tokenizer, p.text) for p in prompts]
+    start = time.monotonic()
+    torch_out = torch_greedy(model, tokenizer, ids, spec.max_new_tokens)
+    torch_seconds = time.monotonic() - start
+    start = time.monotonic()
+    onnx_out = ort_greedy(onnx_dir, ids, spec.max_new_tokens, eos_ids(tokenizer, model))
+    onnx_seconds = time.monotonic() - start
+    expected = [p.answer for p in prompts]
+    return ParityReport(
+        prompts=len(prompts),
+        first_n_tokens=spec.parity_tokens,
+        parity=parity(torch_out, onnx_out, spec.parity_tokens),
+        accuracy_torch=accuracy([answer_text(tokenizer, t) for t in torch_out], expected) if prompts else None,
+        accuracy_onnx=accuracy([answer_text(tokenizer, t) for t in onnx_out], expected) if prompts else None,
+        tokenizer_agreement=ort_tokenizer_agreement(onnx_dir, [p.text for p in prompts], ids),
+        onnx_seconds=round(onnx_seconds, 2),
+        torch_seconds=round(torch_seconds, 2),
+    )
+
+
+def describe_existing(folder: Path, uri: str) -> list[FileEntry]:
+    """Manifest entries for files already stored at `uri` (the adapter the trainer uploaded)."""
+    return [
+        describe_file(p, p.relative_to(folder).as_posix(), join_uri(uri, p.relative_to(folder).as_posix()))
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    ]
+
+
+def build_manifest(
+    cfg: TrainerConfig,
+    files: dict[str, list[FileEntry]],
+    adapter_dir: Path,
+    dataset_sha256: dict[str, str],
+    report: ParityReport,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    metrics_file = adapter_dir / METRICS_FILE
+    return {
+        "name": cfg.name,
+        "namespace": cfg.namespace,
+        "runId": cfg.run_id,
+        "specHash": cfg.spec_hash(),
+        "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "baseModel": cfg.base_model.model_dump(mode="json", by_alias=True),
+        "method": cfg.method,
+        "lora": {
+            "r": adapter_config.get("r"),
+            "alpha": adapter_config.get("lora_alpha"),
+            "dropout": adapter_config.get("lora_dropout"),
+            "targetModules": sorted(adapter_config.get("target_modules") or []),
+            "modulesToSave": adapter_config.get("modules_to_save"),
+        },
+        "dataset": {**cfg.dataset.model_dump(mode="json", by_alias=True), "sha256": dataset_sha256},
+        "export": {**cfg.export.model_dump(mode="json", by_alias=True), "timings": timings},
+        "metrics": json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
+        "parity": report.to_json(),
+        "files": {group: [e.to_json() for e in entries] for group, entries in files.items()},
+    }
+
+
+def export(cfg: TrainerConfig, workdir: Path, storage: Storage | None = None) -> dict[str, Any]:
+    storage = storage or Storage()
+    out = workdir / "export"
+    timings: dict[str, float] = {}
+    start = time.monotonic()
+    base_dir = fetch_base_model(cfg.base_model, storage, workdir)
+    adapter_uri = join_uri(cfg.output.uri, "adapter")
+    adapter_dir = storage.download(adapter_uri, workdir / "adapter-in")
+    data = fetch_dataset(cfg.dataset, storage, workdir)
+    timings["downloadSeconds"] = round(time.monotonic() - start, 2)
+
+    start = time.monotonic()
+    model, tokenizer = merge_adapter(base_dir, adapter_dir, out / "merged")
+    timings["mergeSeconds"] = round(time.monotonic() - start, 2)
+    start = time.monotonic()
+    onnx_dir = build_onnx(cfg.export, out / "merged", out / "onnx", workdir / "builder-cache")
+    timings["buildSeconds"] = round(time.monotonic() - start, 2)
+    report = check_parity(cfg, model, tokenizer, onnx_dir, data.splits.eval)
+    log.info("parity %s", json.dumps(report.to_json()))
+    if cfg.export.min_parity is not None and report.parity < cfg.export.min_parity:
+        raise export_error(f"ONNX parity {report.parity:.3f} is below export.minParity {cfg.export.min_parity}")
+
+    start = time.monotonic()
+    files = {
+        "adapter": describe_existing(adapter_dir, adapter_uri),
+        "merged": storage.upload_dir(out / "merged", join_uri(cfg.output.uri, "merged")),
+        "onnx": storage.upload_dir(onnx_dir, join_uri(cfg.output.uri, "onnx")),
+    }
+    timings["uploadSeconds"] = round(time.monotonic() - start, 2)
+    manifest = build_manifest(cfg, files, adapter_dir, data.sha256, report, timings)
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    storage.upload_file(out / MANIFEST_FILE, join_uri(cfg.output.uri, MANIFEST_FILE))
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = parse_args("python -m kubetune_trainer.export", argv)
+    return run_entrypoint("export", lambda: export(load_config(args.config), args.workdir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Converters from the typed config to library objects (peft LoraConfig, transformers TrainingArguments)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kubetune_trainer.config import LoraSpec, TrainingSpec
+from kubetune_trainer.errors import config_error
+from kubetune_trainer.models import discover_target_modules, linear_module_names
+
+if TYPE_CHECKING:
+    import torch
+    from peft import LoraConfig
+    from transformers import TrainingArguments
+
+
+def to_lora_config(spec: LoraSpec, model: torch.nn.Module) -> LoraConfig:
+    from peft import LoraConfig, TaskType
+
+    targets = spec.target_modules or discover_target_modules(model)
+    missing = sorted(set(targets) - set(linear_module_names(model)))
+    if missing:
+        raise config_error(
+            f"lora.targetModules {missing} are not Linear layers of this model; "
+            f"it has {sorted(linear_module_names(model))}"
+        )
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=sorted(targets),
+        modules_to_save=spec.modules_to_save,
+        bias="none",
+    )
+
+
+def check_precision(precision: str, cuda_available: bool) -> None:
+    if precision == "fp16" and not cuda_available:
+        raise config_error("training.precision fp16 needs a GPU; use fp32 or bf16 on CPU")
+
+
+def to_training_arguments(spec: TrainingSpec, output_dir: Path, has_eval: bool) -> TrainingArguments:
+    import torch
+    from transformers import TrainingArguments
+
+    check_precision(spec.precision, torch.cuda.is_available())
+    evaluate_periodically = has_eval and spec.eval_steps is not None
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=spec.max_steps or -1,
+        num_train_epochs=spec.epochs or 1.0,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type=spec.lr_scheduler,
+        # transformers reads a warmup below 1 as a fraction of the total steps.
+        warmup_steps=spec.warmup_ratio if spec.warmup_ratio else spec.warmup_steps,
+        per_device_train_batch_size=spec.batch_size,
+        per_device_eval_batch_size=spec.batch_size,
+        gradient_accumulation_steps=spec.gradient_accumulation_steps,
+        gradient_checkpointing=spec.gradient_checkpointing,
+        # Mixed precision keeps fp32 master weights, so the LoRA optimizer state stays accurate.
+        bf16=spec.precision == "bf16",
+        fp16=spec.precision == "fp16",
+        seed=spec.seed,
+        data_seed=spec.seed,
+        logging_steps=spec.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if evaluate_periodically else "no",
+        eval_steps=spec.eval_steps if evaluate_periodically else None,
+        # The adapter is saved once, explicitly, at the end; checkpoints would only fill the disk.
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        # Our collator builds the batches from plain token lists, so no column is unused.
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+        ddp_find_unused_parameters=False,
+    )

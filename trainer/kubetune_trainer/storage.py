@@ -1,0 +1,241 @@
+"""Artifact storage: s3://bucket/key URIs or local paths, behind one small interface.
+
+The S3 endpoint and credentials come only from the standard environment variables
+(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION), so the same code
+talks to AWS, SeaweedFS or MinIO, and tests point it at a real server by setting them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kubetune_trainer.errors import storage_error
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 8 << 20
+# S3 error codes whose cause the user can fix, with a hint.
+_S3_HINTS = {
+    "NoSuchBucket": "the bucket does not exist",
+    "NoSuchKey": "the object does not exist",
+    "404": "the object does not exist",
+    "NotFound": "the object does not exist",
+    "AccessDenied": "access denied: check the credentials' permissions on this bucket",
+    "403": "access denied: check the credentials' permissions on this bucket",
+    "SignatureDoesNotMatch": "the signature does not match: check AWS_SECRET_ACCESS_KEY",
+    "InvalidAccessKeyId": "unknown access key: check AWS_ACCESS_KEY_ID",
+}
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One stored file, as listed in manifests."""
+
+    path: str  # relative to the uploaded folder, with forward slashes
+    size: int
+    sha256: str
+    uri: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_uri(uri: str) -> S3Location | Path:
+    if uri.startswith("s3://"):
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise storage_error(f"bad S3 URI {uri!r}: no bucket")
+        return S3Location(bucket, key)
+    if "://" in uri:
+        raise storage_error(f"unsupported URI scheme in {uri!r}: use s3://bucket/key or a local path")
+    return Path(uri)
+
+
+def join_uri(uri: str, *parts: str) -> str:
+    """Append path parts to an s3:// URI or a local path."""
+    location = parse_uri(uri)
+    if isinstance(location, Path):
+        return str(location.joinpath(*parts))
+    key = "/".join(p.strip("/") for p in (location.key, *parts) if p.strip("/"))
+    return f"s3://{location.bucket}/{key}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe_file(path: Path, relative: str, uri: str) -> FileEntry:
+    return FileEntry(path=relative, size=path.stat().st_size, sha256=sha256_file(path), uri=uri)
+
+
+def _files_under(folder: Path) -> list[tuple[Path, str]]:
+    return sorted(
+        (p, p.relative_to(folder).as_posix()) for p in folder.rglob("*") if p.is_file()
+    )
+
+
+def make_s3_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        # Third-party S3 servers reject or mis-handle the CRC checksums that new botocore sends by
+        # default; only send and check them when an operation requires it.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"max_attempts": 5, "mode": "standard"},
+        # Path-style works on every S3 server; virtual hosts need DNS for each bucket.
+        s3={"addressing_style": "path"},
+    )
+    return boto3.session.Session().client("s3", config=config)
+
+
+@contextmanager
+def _s3_errors(action: str, uri: str) -> Iterator[None]:
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "")) or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+        hint = _S3_HINTS.get(code, error.get("Message") or str(exc))
+        raise storage_error(f"cannot {action} {uri}: {code}: {hint}") from exc
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        raise storage_error(
+            f"cannot {action} {uri}: no S3 credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        ) from exc
+    except EndpointConnectionError as exc:
+        raise storage_error(f"cannot {action} {uri}: S3 endpoint unreachable ({exc}); check AWS_ENDPOINT_URL") from exc
+    except BotoCoreError as exc:
+        raise storage_error(f"cannot {action} {uri}: {exc}") from exc
+
+
+class Storage:
+    """Download and upload files and folders; S3 calls go through one lazily made client."""
+
+    def __init__(self, client: Any = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = make_s3_client()
+        return self._client
+
+    # --- download ---
+
+    def download(self, uri: str, dest: Path) -> Path:
+        """Fetch a file or a folder. Local paths are used in place; S3 objects land under `dest`.
+
+        An S3 URI names an object if one exists at that key, else a prefix ("folder").
+        Returns the local file or folder.
+        """
+        location = parse_uri(uri)
+        if isinstance(location, Path):
+            if not location.exists():
+                raise storage_error(f"local path does not exist: {location}")
+            return location
+        dest.mkdir(parents=True, exist_ok=True)
+        if location.key and not location.key.endswith("/") and self._object_exists(location):
+            target = dest / PurePosixPath(location.key).name
+            self._download_object(location, target)
+            return target
+        return self._download_prefix(location, dest)
+
+    def _object_exists(self, location: S3Location) -> bool:
+        from botocore.exceptions import ClientError
+
+        with _s3_errors("read", location.uri):
+            try:
+                self.client.head_object(Bucket=location.bucket, Key=location.key)
+            except ClientError as exc:
+                # HEAD has no body: a missing key and a missing bucket both read as 404 here; the
+                # listing that follows tells them apart.
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+        return True
+
+    def _download_object(self, location: S3Location, target: Path) -> None:
+        log.info("downloading %s -> %s", location.uri, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _s3_errors("download", location.uri):
+            self.client.download_file(location.bucket, location.key, str(target))
+
+    def _download_prefix(self, location: S3Location, dest: Path) -> Path:
+        prefix = location.key.rstrip("/") + "/" if location.key else ""
+        keys = self.list_keys(S3Location(location.bucket, prefix))
+        if not keys:
+            raise storage_error(f"nothing found at {location.uri}: no object and no objects under it")
+        for key in keys:
+            relative = PurePosixPath(key[len(prefix) :])
+            if ".." in relative.parts:
+                raise storage_error(f"refusing object key that escapes the folder: {key}")
+            self._download_object(S3Location(location.bucket, key), dest.joinpath(*relative.parts))
+        return dest
+
+    def list_keys(self, location: S3Location) -> list[str]:
+        keys: list[str] = []
+        with _s3_errors("list", location.uri):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=location.bucket, Prefix=location.key
+            )
+            for page in pages:
+                keys.extend(obj["Key"] for obj in page.get("Contents", []) if not obj["Key"].endswith("/"))
+        return sorted(keys)
+
+    # --- upload ---
+
+    def upload_file(self, path: Path, uri: str, relative: str | None = None) -> FileEntry:
+        entry = describe_file(path, relative or path.name, uri)
+        location = parse_uri(uri)
+        if isinstance(location, Path):
+            location.parent.mkdir(parents=True, exist_ok=True)
+            if location.resolve() != path.resolve():
+                shutil.copyfile(path, location)
+            return entry
+        log.info("uploading %s -> %s (%d bytes)", path, uri, entry.size)
+        with _s3_errors("upload", uri):
+            # The digest travels as metadata so a reader can verify without the manifest.
+            self.client.upload_file(
+                str(path), location.bucket, location.key, ExtraArgs={"Metadata": {"sha256": entry.sha256}}
+            )
+        return entry
+
+    def upload_dir(self, folder: Path, uri: str) -> list[FileEntry]:
+        """Upload every file under `folder` to `uri`/<relative path>; returns size and sha256 of each."""
+        return [self.upload_file(path, join_uri(uri, rel), rel) for path, rel in _files_under(folder)]
+
+    def upload_bytes(self, data: bytes, uri: str, tmp_dir: Path) -> FileEntry:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        path = tmp_dir / PurePosixPath(uri).name
+        path.write_bytes(data)
+        return self.upload_file(path, uri)

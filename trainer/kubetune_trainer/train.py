@@ -1,0 +1,164 @@
+"""Training entrypoint: python -m kubetune_trainer.train --config config.json
+
+config → base model → data → LoRA → HF Trainer → eval → adapter + metrics → <output.uri>/adapter/
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubetune_trainer.cli import configure_logging, parse_args, run_entrypoint
+from kubetune_trainer.config import BaseModelSpec, DatasetSpec, TrainerConfig, load_config
+from kubetune_trainer.data import CausalLMCollator, Splits, read_jsonl, render_all, split_rows, tokenize
+from kubetune_trainer.progress import ProgressCallback, ProgressSink, sink_from_env
+from kubetune_trainer.storage import Storage, join_uri, sha256_file
+
+log = logging.getLogger("kubetune_trainer.train")
+
+METRICS_FILE = "training_metrics.json"
+
+
+def fetch_base_model(spec: BaseModelSpec, storage: Storage, workdir: Path) -> Path:
+    """A local HF folder for the base model, downloading it and converting GGUF as needed."""
+    from kubetune_trainer.models import ensure_hf_folder
+
+    return ensure_hf_folder(storage.download(spec.uri, workdir / "base"), workdir)
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    splits: Splits
+    sha256: dict[str, str]
+
+
+def fetch_dataset(spec: DatasetSpec, storage: Storage, workdir: Path) -> DatasetFiles:
+    train_path = storage.download(spec.train_uri, workdir / "data" / "train")
+    digests = {"train": sha256_file(train_path)}
+    eval_rows = None
+    if spec.eval_uri:
+        eval_path = storage.download(spec.eval_uri, workdir / "data" / "eval")
+        digests["eval"] = sha256_file(eval_path)
+        eval_rows = read_jsonl(eval_path)
+    return DatasetFiles(split_rows(spec, read_jsonl(train_path), eval_rows), digests)
+
+
+def _loss_history(log_history: list[dict[str, Any]], key: str) -> list[float]:
+    return [entry[key] for entry in log_history if key in entry]
+
+
+def training_metrics(trainer: Any, result: Any, eval_metrics: dict[str, float], extra: dict[str, Any]) -> dict:
+    losses = _loss_history(trainer.state.log_history, "loss")
+    runtime = result.metrics.get("train_runtime") or 0.0
+    tokens = trainer.state.num_input_tokens_seen
+    return {
+        "trainLoss": result.training_loss,
+        "firstLoss": losses[0] if losses else None,
+        "lastLoss": losses[-1] if losses else None,
+        "evalLoss": eval_metrics.get("eval_loss"),
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "trainRuntimeSeconds": round(runtime, 2),
+        "secondsPerStep": round(runtime / max(trainer.state.global_step, 1), 3),
+        "tokensSeen": tokens,
+        "tokensPerSecond": round(tokens / runtime, 1) if runtime else None,
+        **extra,
+    }
+
+
+def save_adapter(model: Any, tokenizer: Any, metrics: dict[str, Any], out_dir: Path) -> Path:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    model.save_pretrained(out_dir)
+    # The tokenizer travels with the adapter so the export job's prompts match training exactly.
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return out_dir
+
+
+def _generation_accuracy(cfg: TrainerConfig, model: Any, tokenizer: Any, rows: list[dict]) -> float | None:
+    from kubetune_trainer.generation import generation_accuracy, prompts_from_rows
+
+    n = cfg.training.generation_eval_samples
+    if not n or not rows:
+        return None
+    prompts = prompts_from_rows(cfg.dataset.text_template, cfg.dataset.answer_field, rows[:n])
+    score, answers = generation_accuracy(model, tokenizer, prompts, cfg.export.max_new_tokens)
+    log.info("generation accuracy %.3f on %d held-out rows (first answers: %s)", score, len(prompts), answers[:5])
+    return score
+
+
+def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storage | None = None) -> dict:
+    import torch
+    from peft import get_peft_model
+    from transformers import Trainer
+
+    from kubetune_trainer.models import load_model_and_tokenizer
+    from kubetune_trainer.peft_config import to_lora_config, to_training_arguments
+
+    storage = storage or Storage()
+    started = time.monotonic()
+    base_dir = fetch_base_model(cfg.base_model, storage, workdir)
+    model, tokenizer = load_model_and_tokenizer(base_dir, torch.float32)
+    data = fetch_dataset(cfg.dataset, storage, workdir)
+    max_len = cfg.training.max_seq_length
+    train_set = tokenize(render_all(cfg.dataset.text_template, data.splits.train), tokenizer, max_len)
+    eval_set = tokenize(render_all(cfg.dataset.text_template, data.splits.eval), tokenizer, max_len)
+    log.info("data: %d train / %d eval rows", len(train_set), len(eval_set))
+
+    accuracy_before = _generation_accuracy(cfg, model, tokenizer, data.splits.eval)
+    model = get_peft_model(model, to_lora_config(cfg.lora, model))
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info("LoRA: %d trainable of %d parameters", trainable, total)
+    trainer = Trainer(
+        model=model,
+        args=to_training_arguments(cfg.training, workdir / "trainer", has_eval=bool(eval_set)),
+        train_dataset=train_set,
+        eval_dataset=eval_set or None,
+        data_collator=CausalLMCollator(tokenizer.pad_token_id),
+        callbacks=[ProgressCallback(sink)],
+    )
+    result = trainer.train()
+    eval_metrics = trainer.evaluate() if eval_set else {}
+    accuracy_after = _generation_accuracy(cfg, model, tokenizer, data.splits.eval)
+    metrics = training_metrics(
+        trainer,
+        result,
+        eval_metrics,
+        {
+            "trainSamples": len(train_set),
+            "evalSamples": len(eval_set),
+            "trainableParameters": trainable,
+            "evalAccuracyBefore": accuracy_before,
+            "evalAccuracyAfter": accuracy_after,
+            "datasetSha256": data.sha256,
+            "runId": cfg.run_id,
+            "wallSeconds": round(time.monotonic() - started, 1),
+        },
+    )
+    adapter_dir = save_adapter(model, tokenizer, metrics, workdir / "adapter")
+    storage.upload_dir(adapter_dir, join_uri(cfg.output.uri, "adapter"))
+    sink.metrics(metrics)
+    log.info("metrics %s", json.dumps(metrics, sort_keys=True))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = parse_args("python -m kubetune_trainer.train", argv)
+
+    def job() -> None:
+        cfg = load_config(args.config)
+        train(cfg, args.workdir, sink_from_env(args.progress_file, cfg.namespace))
+
+    return run_entrypoint("train", job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
