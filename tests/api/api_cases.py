@@ -90,10 +90,18 @@ BAD_SPECS = [
         'Unsupported value: "prefix"',
     ),
     BadSpec(
-        "lora-r-zero", _set("spec.lora.r", 0), "spec.lora.r", "greater than or equal to 1", "spec.lora.r"
+        "lora-r-zero",
+        _set("spec.lora.r", 0),
+        "spec.lora.r",
+        "greater than or equal to 1",
+        "spec.lora.r in body should be greater than or equal to 1",
     ),
     BadSpec(
-        "lora-r-negative", _set("spec.lora.r", -4), "spec.lora.r", "greater than or equal to 1", "spec.lora.r"
+        "lora-r-negative",
+        _set("spec.lora.r", -4),
+        "spec.lora.r",
+        "greater than or equal to 1",
+        "spec.lora.r in body should be greater than or equal to 1",
     ),
     BadSpec(
         "missing-output", _del("spec.output"), "spec.output", "Field required", "spec.output: Required value"
@@ -260,14 +268,14 @@ BAD_SPECS = [
         _set("spec.resources.gpusPerNode", -1),
         "spec.resources.gpusPerNode",
         "greater than or equal to 0",
-        "gpusPerNode",
+        "spec.resources.gpusPerNode in body should be greater than or equal to 0",
     ),
     BadSpec(
         "bad-quantity",
         _set("spec.resources.memory", "two gigs"),
         "spec.resources.memory",
         "is not a Kubernetes quantity",
-        "memory",
+        "spec.resources.memory in body should match",
     ),
     BadSpec(
         "exists-toleration-with-value",
@@ -281,7 +289,7 @@ BAD_SPECS = [
         _set("spec.trainig", {"maxSteps": 3}),
         "spec.trainig",
         "Extra inputs are not permitted",
-        "trainig",
+        'unknown field "spec.trainig"',
     ),
     BadSpec(
         "name-too-long",

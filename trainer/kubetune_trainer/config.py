@@ -91,7 +91,13 @@ class LoraSpec(_Spec):
 
 
 LrScheduler = Literal[
-    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
 ]
 
 
@@ -155,7 +161,9 @@ class ExportSpec(_Spec):
     def _supported_combination(self) -> ExportSpec:
         # The builder's valid CPU/CUDA combinations: fp16 has no CPU kernels.
         if self.precision == "fp16" and self.execution_provider == "cpu":
-            raise ValueError("export precision fp16 needs executionProvider cuda; use fp32, int8 or int4 on cpu")
+            raise ValueError(
+                "export precision fp16 needs executionProvider cuda; use fp32, int8 or int4 on cpu"
+            )
         return self
 
 
@@ -182,7 +190,9 @@ class TrainerConfig(_Spec):
 
     def spec_hash(self) -> str:
         """A stable hash of the whole configuration, recorded in the manifest."""
-        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(
+            self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

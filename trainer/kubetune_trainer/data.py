@@ -33,7 +33,9 @@ def read_jsonl(path: Path) -> list[Row]:
         except json.JSONDecodeError as exc:
             raise data_error(f"{Path(path).name} line {number}: invalid JSON: {exc.msg}") from exc
         if not isinstance(row, dict):
-            raise data_error(f"{Path(path).name} line {number}: expected a JSON object, got {type(row).__name__}")
+            raise data_error(
+                f"{Path(path).name} line {number}: expected a JSON object, got {type(row).__name__}"
+            )
         rows.append(row)
     if not rows:
         raise data_error(f"dataset {path} has no rows")
@@ -64,7 +66,9 @@ def split_prompt(template: str, answer_field: str, row: Row, row_number: int) ->
             prompt = render(prefix.rstrip(" \t"), row, row_number)
             return prompt, render(f"{{{answer_field}}}", row, row_number)
         if name is not None:
-            prefix += "{" + name + ("!" + conversion if conversion else "") + (":" + spec if spec else "") + "}"
+            prefix += (
+                "{" + name + ("!" + conversion if conversion else "") + (":" + spec if spec else "") + "}"
+            )
     raise data_error(f"field {answer_field!r} is not in the text template")
 
 
@@ -95,12 +99,16 @@ def render_all(template: str, rows: list[Row]) -> list[str]:
     return [render(template, row, i) for i, row in enumerate(rows, start=1)]
 
 
-def tokenize(texts: list[str], tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[dict[str, list[int]]]:
+def tokenize(
+    texts: list[str], tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> list[dict[str, list[int]]]:
     """Token ids per text, ending in EOS so the model learns where an answer stops."""
     eos = tokenizer.eos_token_id
     examples = []
     for text in texts:
-        ids = tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_length - 1)["input_ids"]
+        ids = tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_length - 1)[
+            "input_ids"
+        ]
         if eos is not None:
             ids = [*ids, eos]
         examples.append({"input_ids": ids})

@@ -44,7 +44,9 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path) -> tuple[Any
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise model_error(f"cannot apply adapter {adapter_dir} to {base_dir}: {exc}") from exc
     # The adapter folder holds the tokenizer the model was trained with.
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(
+        adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
+    )
     if out_dir.exists():
         shutil.rmtree(out_dir)
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -105,13 +107,15 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def check_parity(cfg: TrainerConfig, model: Any, tokenizer: Any, onnx_dir: Path, rows: list[dict]) -> ParityReport:
+def check_parity(
+    cfg: TrainerConfig, model: Any, tokenizer: Any, onnx_dir: Path, rows: list[dict]
+) -> ParityReport:
     """Greedy-generate held-out prompts with PyTorch and ONNX Runtime GenAI and compare."""
     from kubetune_trainer.generation import (
-        eos_ids,
         accuracy,
         answer_text,
         encode,
+        eos_ids,
         ort_greedy,
         ort_tokenizer_agreement,
         parity,
@@ -120,7 +124,9 @@ def check_parity(cfg: TrainerConfig, model: Any, tokenizer: Any, onnx_dir: Path,
     )
 
     spec = cfg.export
-    prompts = prompts_from_rows(cfg.dataset.text_template, cfg.dataset.answer_field, rows[: spec.parity_prompts])
+    prompts = prompts_from_rows(
+        cfg.dataset.text_template, cfg.dataset.answer_field, rows[: spec.parity_prompts]
+    )
     ids = [encode(tokenizer, p.text) for p in prompts]
     start = time.monotonic()
     torch_out = torch_greedy(model, tokenizer, ids, spec.max_new_tokens)
@@ -133,7 +139,9 @@ def check_parity(cfg: TrainerConfig, model: Any, tokenizer: Any, onnx_dir: Path,
         prompts=len(prompts),
         first_n_tokens=spec.parity_tokens,
         parity=parity(torch_out, onnx_out, spec.parity_tokens),
-        accuracy_torch=accuracy([answer_text(tokenizer, t) for t in torch_out], expected) if prompts else None,
+        accuracy_torch=accuracy([answer_text(tokenizer, t) for t in torch_out], expected)
+        if prompts
+        else None,
         accuracy_onnx=accuracy([answer_text(tokenizer, t) for t in onnx_out], expected) if prompts else None,
         tokenizer_agreement=ort_tokenizer_agreement(onnx_dir, [p.text for p in prompts], ids),
         onnx_seconds=round(onnx_seconds, 2),
@@ -203,7 +211,9 @@ def export(cfg: TrainerConfig, workdir: Path, storage: Storage | None = None) ->
     report = check_parity(cfg, model, tokenizer, onnx_dir, data.splits.eval)
     log.info("parity %s", json.dumps(report.to_json()))
     if cfg.export.min_parity is not None and report.parity < cfg.export.min_parity:
-        raise export_error(f"ONNX parity {report.parity:.3f} is below export.minParity {cfg.export.min_parity}")
+        raise export_error(
+            f"ONNX parity {report.parity:.3f} is below export.minParity {cfg.export.min_parity}"
+        )
 
     start = time.monotonic()
     files = {

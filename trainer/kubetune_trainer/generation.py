@@ -35,7 +35,10 @@ def eos_ids(tokenizer: PreTrainedTokenizerBase, model: Any) -> set[int]:
 
 
 def torch_greedy(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_ids: list[list[int]], max_new_tokens: int
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: list[list[int]],
+    max_new_tokens: int,
 ) -> list[list[int]]:
     """New tokens per prompt, one prompt at a time (no padding, so it compares exactly with ORT)."""
     import torch
@@ -58,7 +61,9 @@ def torch_greedy(
     return outputs
 
 
-def ort_greedy(model_dir: Path, prompt_ids: list[list[int]], max_new_tokens: int, eos: set[int]) -> list[list[int]]:
+def ort_greedy(
+    model_dir: Path, prompt_ids: list[list[int]], max_new_tokens: int, eos: set[int]
+) -> list[list[int]]:
     import onnxruntime_genai as og
 
     model = og.Model(str(model_dir))
@@ -101,7 +106,9 @@ def answer_text(tokenizer: PreTrainedTokenizerBase, new_tokens: list[int]) -> st
 def accuracy(answers: list[str], expected: list[str]) -> float:
     if not expected:
         return 0.0
-    return sum(a.strip().lower() == e.strip().lower() for a, e in zip(answers, expected, strict=True)) / len(expected)
+    return sum(a.strip().lower() == e.strip().lower() for a, e in zip(answers, expected, strict=True)) / len(
+        expected
+    )
 
 
 def parity(a: list[list[int]], b: list[list[int]], first_n: int) -> float:

@@ -122,6 +122,8 @@ def discover_target_modules(model: torch.nn.Module) -> list[str]:
     attention = sorted(
         leaf
         for leaf, paths in linear.items()
-        if any(part in path.rsplit(".", 1)[0].rsplit(".", 1)[-1] for path in paths for part in _ATTENTION_PARENTS)
+        if any(
+            part in path.rsplit(".", 1)[0].rsplit(".", 1)[-1] for path in paths for part in _ATTENTION_PARENTS
+        )
     )
     return attention or sorted(linear)

@@ -47,6 +47,12 @@ def to_training_arguments(spec: TrainingSpec, output_dir: Path, has_eval: bool) 
 
     check_precision(spec.precision, torch.cuda.is_available())
     evaluate_periodically = has_eval and spec.eval_steps is not None
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns).
+    checkpointing = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+        else "gradient_checkpointing"
+    )
     return TrainingArguments(
         output_dir=str(output_dir),
         max_steps=spec.max_steps or -1,
@@ -58,7 +64,7 @@ def to_training_arguments(spec: TrainingSpec, output_dir: Path, has_eval: bool) 
         per_device_train_batch_size=spec.batch_size,
         per_device_eval_batch_size=spec.batch_size,
         gradient_accumulation_steps=spec.gradient_accumulation_steps,
-        gradient_checkpointing=spec.gradient_checkpointing,
+        **{checkpointing: spec.gradient_checkpointing},
         # Mixed precision keeps fp32 master weights, so the LoRA optimizer state stays accurate.
         bf16=spec.precision == "bf16",
         fp16=spec.precision == "fp16",
@@ -75,6 +81,7 @@ def to_training_arguments(spec: TrainingSpec, output_dir: Path, has_eval: bool) 
         # Our collator builds the batches from plain token lists, so no column is unused.
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
         include_num_input_tokens_seen="non_padding",
         ddp_find_unused_parameters=False,
     )

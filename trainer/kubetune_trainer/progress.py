@@ -240,9 +240,15 @@ class ProgressCallback(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.sink.progress(self.snapshot(state, self.phase))
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         logs = logs or {}
-        for source, target in (("loss", "loss"), ("eval_loss", "evalLoss"), ("learning_rate", "learningRate")):
+        for source, target in (
+            ("loss", "loss"),
+            ("eval_loss", "evalLoss"),
+            ("learning_rate", "learningRate"),
+        ):
             if source in logs:
                 self.last[target] = _finite(logs[source])
         if "loss" in logs or "eval_loss" in logs:

@@ -90,9 +90,7 @@ def describe_file(path: Path, relative: str, uri: str) -> FileEntry:
 
 
 def _files_under(folder: Path) -> list[tuple[Path, str]]:
-    return sorted(
-        (p, p.relative_to(folder).as_posix()) for p in folder.rglob("*") if p.is_file()
-    )
+    return sorted((p, p.relative_to(folder).as_posix()) for p in folder.rglob("*") if p.is_file())
 
 
 def make_s3_client() -> Any:
@@ -125,7 +123,9 @@ def _s3_errors(action: str, uri: str) -> Iterator[None]:
         yield
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        code = str(error.get("Code", "")) or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+        code = str(error.get("Code", "")) or str(
+            exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        )
         hint = _S3_HINTS.get(code, error.get("Message") or str(exc))
         raise storage_error(f"cannot {action} {uri}: {code}: {hint}") from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:
@@ -133,7 +133,9 @@ def _s3_errors(action: str, uri: str) -> Iterator[None]:
             f"cannot {action} {uri}: no S3 credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         ) from exc
     except EndpointConnectionError as exc:
-        raise storage_error(f"cannot {action} {uri}: S3 endpoint unreachable ({exc}); check AWS_ENDPOINT_URL") from exc
+        raise storage_error(
+            f"cannot {action} {uri}: S3 endpoint unreachable ({exc}); check AWS_ENDPOINT_URL"
+        ) from exc
     except BotoCoreError as exc:
         raise storage_error(f"cannot {action} {uri}: {exc}") from exc
 

@@ -53,7 +53,9 @@ def _loss_history(log_history: list[dict[str, Any]], key: str) -> list[float]:
     return [entry[key] for entry in log_history if key in entry]
 
 
-def training_metrics(trainer: Any, result: Any, eval_metrics: dict[str, float], extra: dict[str, Any]) -> dict:
+def training_metrics(
+    trainer: Any, result: Any, eval_metrics: dict[str, float], extra: dict[str, Any]
+) -> dict:
     losses = _loss_history(trainer.state.log_history, "loss")
     runtime = result.metrics.get("train_runtime") or 0.0
     tokens = trainer.state.num_input_tokens_seen
@@ -90,7 +92,9 @@ def _generation_accuracy(cfg: TrainerConfig, model: Any, tokenizer: Any, rows: l
         return None
     prompts = prompts_from_rows(cfg.dataset.text_template, cfg.dataset.answer_field, rows[:n])
     score, answers = generation_accuracy(model, tokenizer, prompts, cfg.export.max_new_tokens)
-    log.info("generation accuracy %.3f on %d held-out rows (first answers: %s)", score, len(prompts), answers[:5])
+    log.info(
+        "generation accuracy %.3f on %d held-out rows (first answers: %s)", score, len(prompts), answers[:5]
+    )
     return score
 
 

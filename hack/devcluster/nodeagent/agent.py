@@ -95,7 +95,7 @@ class NodeAgent:
     # ---- pods ---------------------------------------------------------------------------
     def _watch_pods(self) -> None:
         listing = self.core.list_pod_for_all_namespaces(_preload_content=False)
-        body = json.loads(listing.data)
+        body = json.loads(listing.data)  # type: ignore[attr-defined]  # raw response (no preload)
         for pod in body["items"]:
             self._on_pod("ADDED", pod, initial=True)
         resource_version = body["metadata"]["resourceVersion"]

@@ -32,8 +32,8 @@ def default_nodes(kubelet_port_base: int) -> list[NodeSpec]:
     """Two 8-GPU nodes and one CPU node: enough for multi-GPU, multi-node and CPU-only pods."""
     gpu = {"gpus": 8, "gpu_product": "NVIDIA-H100-80GB-HBM3", "cpu": "32", "memory": "256Gi"}
     return [
-        NodeSpec(name="gpu-node-0", kubelet_port=kubelet_port_base, **gpu),  # type: ignore[arg-type]
-        NodeSpec(name="gpu-node-1", kubelet_port=kubelet_port_base + 1, **gpu),  # type: ignore[arg-type]
+        NodeSpec(name="gpu-node-0", kubelet_port=kubelet_port_base, **gpu),
+        NodeSpec(name="gpu-node-1", kubelet_port=kubelet_port_base + 1, **gpu),
         NodeSpec(name="cpu-node-0", cpu="16", memory="64Gi", kubelet_port=kubelet_port_base + 2),
     ]
 

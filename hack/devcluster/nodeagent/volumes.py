@@ -95,6 +95,8 @@ def _service_account_token(core: client.CoreV1Api, pod: dict[str, Any], source: 
         meta["namespace"],
         {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
     )
+    if response.status is None or not response.status.token:
+        raise VolumeNotReady("the TokenRequest API returned no token")
     return response.status.token.encode()
 
 
@@ -158,7 +160,7 @@ def materialise(
             if target.exists():
                 shutil.rmtree(target)
             target.mkdir(parents=True)
-            for rel, data, mode in files:
-                _write_file(target / rel, data, mode)
+            for rel, content, mode in files:
+                _write_file(target / rel, content, mode)
         paths[name] = target
     return paths

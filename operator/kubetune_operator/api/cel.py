@@ -79,7 +79,7 @@ class Cel:
 
 
 def add_model_rules(schema: dict[str, Any], model: type) -> None:
-    """`json_schema_extra` hook: emit a model's `cel_rules` and its description."""
+    """`json_schema_extra` hook: emit a model's `cel_rules` as x-kubernetes-validations."""
     rules: tuple[Cel, ...] = getattr(model, "cel_rules", ())
     if rules:
         schema.setdefault(VALIDATIONS_KEY, []).extend(r.to_k8s() for r in rules)

@@ -65,14 +65,16 @@ class _Model(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-class _StatusModel(_Model):
-    # The operator and the trainer both write status; tolerate fields this version does not know.
+class _LenientModel(_Model):
+    # For status and metadata: the operator and the trainer both write status, and the API server adds
+    # metadata fields; tolerate what this version does not know.
     model_config = ConfigDict(extra="ignore")
 
 
 def _nested(model: type[_Model], description: str) -> Any:
     # `default: {}` in the CRD makes the API server fill in the nested defaults, so `kubectl get -o yaml`
-    # shows the effective settings; pydantic does the same through the factory.
+    # shows the effective settings; pydantic does the same through the factory. The server also checks
+    # the model's CEL rules against the bare `{}`, so those rules must guard fields with has().
     return Field(default_factory=model, description=description, json_schema_extra={"default": {}})
 
 
@@ -468,7 +470,9 @@ class OnnxExportSpec(_Model):
 
     cel_rules = (
         Cel(
-            "self.precision != 'fp16' || self.executionProvider == 'cuda'",
+            # Written with has(): the API server also checks this rule against the bare `default: {}`.
+            "!has(self.precision) || self.precision != 'fp16' "
+            "|| (has(self.executionProvider) && self.executionProvider == 'cuda')",
             "onnx precision fp16 needs executionProvider cuda (no fp16 CPU kernels); use fp32, int8 or int4",
             lambda o: o.precision != "fp16" or o.execution_provider == "cuda",
             field_path=".precision",
@@ -661,7 +665,7 @@ class ArtifactKind(StrEnum):
     METRICS = "metrics"
 
 
-class Condition(_StatusModel):
+class Condition(_LenientModel):
     """An observation of one aspect of the job (metav1.Condition fields)."""
 
     type: str = Field(
@@ -678,7 +682,7 @@ class Condition(_StatusModel):
     )
 
 
-class Progress(_StatusModel):
+class Progress(_LenientModel):
     """Training progress, reported by the trainer (Kubeflow trainerStatus names where they fit)."""
 
     step: int | None = Field(default=None, ge=0, description="Optimizer steps done.")
@@ -697,7 +701,7 @@ class Progress(_StatusModel):
     update_time: datetime | None = Field(default=None, description="When the trainer last reported.")
 
 
-class Checkpoint(_StatusModel):
+class Checkpoint(_LenientModel):
     """A checkpoint in S3 that a restarted trainer resumes from."""
 
     step: int = Field(ge=0, description="Optimizer step of the checkpoint.")
@@ -705,7 +709,7 @@ class Checkpoint(_StatusModel):
     time: datetime | None = Field(default=None, description="When the checkpoint was written.")
 
 
-class Artifact(_StatusModel):
+class Artifact(_LenientModel):
     """A file or folder the job produced."""
 
     kind: ArtifactKind = Field(description="adapter, merged, onnx, onnxAdapter, manifest or metrics.")
@@ -718,7 +722,7 @@ class Artifact(_StatusModel):
     )
 
 
-class FineTuneJobStatus(_StatusModel):
+class FineTuneJobStatus(_LenientModel):
     """Observed state of a FineTuneJob, written by the operator (and progress by the trainer)."""
 
     phase: Phase | None = Field(
@@ -762,7 +766,7 @@ class FineTuneJobStatus(_StatusModel):
 # --- the object ---------------------------------------------------------------------------------------
 
 
-class ObjectMeta(_StatusModel):
+class ObjectMeta(_LenientModel):
     """The parts of metadata the operator reads."""
 
     name: str | None = None

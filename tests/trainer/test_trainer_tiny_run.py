@@ -1,0 +1,88 @@
+"""Train and export the tiny random Llama end to end on local paths (about a minute on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubetune_trainer.config import parse_config
+from kubetune_trainer.progress import JsonFileSink
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, make_config) -> dict[str, Any]:
+    from kubetune_trainer.train import train
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    cfg = parse_config(
+        make_config(
+            str(tiny_model_dir),
+            str(root / "out"),
+            training={
+                "maxSteps": 30,
+                "learningRate": 1e-2,
+                "batchSize": 8,
+                "maxSeqLength": 64,
+                "evalSteps": 10,
+            },
+        )
+    )
+    sink = JsonFileSink(root / "progress.jsonl")
+    metrics = train(cfg, root / "work", sink)
+    return {"cfg": cfg, "root": root, "metrics": metrics, "events": sink.read()}
+
+
+def test_training_lowers_the_loss(tiny_run: dict[str, Any]) -> None:
+    metrics = tiny_run["metrics"]
+    assert metrics["steps"] == 30
+    assert metrics["lastLoss"] < metrics["firstLoss"] - 0.5
+    assert metrics["evalLoss"] is not None and metrics["tokensPerSecond"] > 0
+
+
+def test_adapter_is_saved_with_metrics(tiny_run: dict[str, Any]) -> None:
+    adapter = tiny_run["root"] / "out" / "adapter"
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "training_metrics.json",
+        "tokenizer.json",
+    } <= {p.name for p in adapter.iterdir()}
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert sorted(config["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    assert json.loads((adapter / "training_metrics.json").read_text())["runId"] == "run-1"
+
+
+def test_progress_events_are_monotonic(tiny_run: dict[str, Any]) -> None:
+    events = [e for e in tiny_run["events"] if e["kind"] == "progress"]
+    steps = [e["step"] for e in events]
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 30
+    assert all(e["totalSteps"] == 30 for e in events)
+    percents = [e["percent"] for e in events]
+    assert percents == sorted(percents) and percents[-1] == 100.0
+    assert any(e.get("evalLoss") is not None for e in events)
+    assert all(e["tokensPerSecond"] > 0 for e in events if e["step"] > 0)
+    etas = [e["etaSeconds"] for e in events if e["step"] > 0]
+    assert etas[-1] == 0.0
+    assert tiny_run["events"][-1]["kind"] == "metrics"
+
+
+def test_export_builds_onnx_with_parity(tiny_run: dict[str, Any]) -> None:
+    import onnxruntime_genai as og
+
+    from kubetune_trainer.export import export
+
+    manifest = export(tiny_run["cfg"], tiny_run["root"] / "work")
+    out = tiny_run["root"] / "out"
+    og.Model(str(out / "onnx"))  # loads in ONNX Runtime GenAI
+    parity = manifest["parity"]
+    assert parity["prompts"] == 8 and parity["parity"] == 1.0 and parity["tokenizerAgreement"] == 1.0
+    stored = json.loads((out / "manifest.json").read_text())
+    assert stored["runId"] == "run-1" and stored["specHash"] == tiny_run["cfg"].spec_hash()
+    assert stored["lora"]["r"] == 8 and stored["dataset"]["sha256"]["train"]
+    onnx_files = {f["path"]: f for f in stored["files"]["onnx"]}
+    assert {"model.onnx", "genai_config.json", "tokenizer.json"} <= set(onnx_files)
+    assert all(len(f["sha256"]) == 64 and f["size"] > 0 for group in stored["files"].values() for f in group)
+    assert "model.safetensors" in {f["path"] for f in stored["files"]["merged"]}
