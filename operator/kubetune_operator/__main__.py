@@ -1,8 +1,47 @@
-"""Entrypoint of the operator process."""
+"""Entrypoint: `python -m kubetune_operator` (the chart's command) runs the Kopf operator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from kubetune_operator.handlers import finetunejob  # noqa: F401  (registers the handlers)
+from kubetune_operator.runtime import runtime
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    ours = runtime().settings
+    # Our own finalizer and annotation prefix, never Kopf's defaults shared with other operators.
+    settings.persistence.finalizer = "kubetune.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubetune.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kubetune.dev", key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = ours.watch_server_timeout
+    settings.watching.client_timeout = ours.watch_client_timeout
+    # Above the number of indexed objects we expect per burst; the default is unbounded.
+    settings.batching.worker_limit = ours.worker_limit
+    settings.posting.level = logging.INFO
+    if ours.metrics_port:
+        start_http_server(ours.metrics_port)
 
 
 def main() -> None:
-    raise SystemExit("the operator is not implemented yet")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ours = runtime().settings
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not ours.namespaces,
+            namespaces=ours.namespaces,
+            liveness_endpoint=f"http://0.0.0.0:{ours.liveness_port}/healthz",
+            standalone=True,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def test_data_error_exits_3(tmp_path: Path, termination_log: Path, make_config, 
     )
     assert run(train, config, tmp_path) == ExitCode.DATA
     message = termination_log.read_text()
-    assert "row 2" in message and "'tone'" in message
+    assert "bad.jsonl: row 2" in message and "'tone'" in message
 
 
 def test_unwritable_termination_log_is_skipped(

@@ -86,3 +86,13 @@ def test_export_builds_onnx_with_parity(tiny_run: dict[str, Any]) -> None:
     assert {"model.onnx", "genai_config.json", "tokenizer.json"} <= set(onnx_files)
     assert all(len(f["sha256"]) == 64 and f["size"] > 0 for group in stored["files"].values() for f in group)
     assert "model.safetensors" in {f["path"] for f in stored["files"]["merged"]}
+
+
+def test_bf16_training_runs_on_cpu(tmp_path: Path, tiny_model_dir: Path, make_config) -> None:
+    from kubetune_trainer.progress import LoggingSink
+    from kubetune_trainer.train import train
+
+    training = {"maxSteps": 3, "learningRate": 1e-2, "batchSize": 4, "maxSeqLength": 32, "precision": "bf16"}
+    cfg = parse_config(make_config(str(tiny_model_dir), str(tmp_path / "out"), training=training))
+    metrics = train(cfg, tmp_path / "work", LoggingSink())
+    assert metrics["steps"] == 3 and (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()

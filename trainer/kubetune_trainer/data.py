@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubetune_trainer.config import DatasetSpec, template_fields
-from kubetune_trainer.errors import data_error
+from kubetune_trainer.errors import TrainerError, data_error
 
 if TYPE_CHECKING:
     import torch
@@ -20,6 +20,7 @@ Row = dict[str, Any]
 
 
 def read_jsonl(path: Path) -> list[Row]:
+    """The JSON objects of a JSONL file; blank lines are skipped, so row N is the N-th object."""
     rows: list[Row] = []
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -53,6 +54,15 @@ def render(template: str, row: Row, row_number: int) -> str:
         if row[name] is None:
             raise data_error(f"row {row_number}: field {name!r} is null")
     return template.format_map(row)
+
+
+def validate_rows(template: str, rows: list[Row], source: str) -> None:
+    """Check every row against the template before shuffling, so errors name the row in the file."""
+    for number, row in enumerate(rows, start=1):
+        try:
+            render(template, row, number)
+        except TrainerError as exc:
+            raise data_error(f"{source}: {exc.message}") from exc
 
 
 def split_prompt(template: str, answer_field: str, row: Row, row_number: int) -> tuple[str, str]:

@@ -67,6 +67,8 @@ def to_training_arguments(spec: TrainingSpec, output_dir: Path, has_eval: bool) 
         **{checkpointing: spec.gradient_checkpointing},
         # Mixed precision keeps fp32 master weights, so the LoRA optimizer state stays accurate.
         bf16=spec.precision == "bf16",
+        # bf16 autocast on the CPU is only allowed when the CPU is asked for explicitly.
+        use_cpu=not torch.cuda.is_available(),
         fp16=spec.precision == "fp16",
         seed=spec.seed,
         data_seed=spec.seed,

@@ -16,7 +16,15 @@ from typing import Any
 
 from kubetune_trainer.cli import configure_logging, parse_args, run_entrypoint
 from kubetune_trainer.config import BaseModelSpec, DatasetSpec, TrainerConfig, load_config
-from kubetune_trainer.data import CausalLMCollator, Splits, read_jsonl, render_all, split_rows, tokenize
+from kubetune_trainer.data import (
+    CausalLMCollator,
+    Splits,
+    read_jsonl,
+    render_all,
+    split_rows,
+    tokenize,
+    validate_rows,
+)
 from kubetune_trainer.progress import ProgressCallback, ProgressSink, sink_from_env
 from kubetune_trainer.storage import Storage, join_uri, sha256_file
 
@@ -41,12 +49,15 @@ class DatasetFiles:
 def fetch_dataset(spec: DatasetSpec, storage: Storage, workdir: Path) -> DatasetFiles:
     train_path = storage.download(spec.train_uri, workdir / "data" / "train")
     digests = {"train": sha256_file(train_path)}
+    train_rows = read_jsonl(train_path)
+    validate_rows(spec.text_template, train_rows, train_path.name)
     eval_rows = None
     if spec.eval_uri:
         eval_path = storage.download(spec.eval_uri, workdir / "data" / "eval")
         digests["eval"] = sha256_file(eval_path)
         eval_rows = read_jsonl(eval_path)
-    return DatasetFiles(split_rows(spec, read_jsonl(train_path), eval_rows), digests)
+        validate_rows(spec.text_template, eval_rows, eval_path.name)
+    return DatasetFiles(split_rows(spec, train_rows, eval_rows), digests)
 
 
 def _loss_history(log_history: list[dict[str, Any]], key: str) -> list[float]:

@@ -1,0 +1,1 @@
+"""Pure builders: FineTuneJob in, Kubernetes objects out. No I/O here."""

@@ -1,0 +1,194 @@
+"""The trainer and export Jobs, and the ConfigMap holding the trainer's config document."""
+
+from __future__ import annotations
+
+import json
+
+from kubernetes import client
+
+from kubetune_operator.api import FineTuneJob
+from kubetune_operator.builders import names
+from kubetune_operator.builders.trainer_config import trainer_config
+from kubetune_operator.settings import OperatorSettings
+
+GPU_RESOURCE = "nvidia.com/gpu"
+# GPU node pools are commonly tainted so that only GPU workloads land there.
+GPU_TOLERATION = client.V1Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+# The trainer's exit codes for errors a retry cannot fix (see trainer/kubetune_trainer/errors.py):
+# invalid config, data, storage/credentials, model, export.
+PERMANENT_EXIT_CODES = [2, 3, 4, 5, 6]
+WORKSPACE = "/workspace"
+TRAINER_GRACE_SECONDS = 60
+
+
+def config_map(ftj: FineTuneJob) -> client.V1ConfigMap:
+    document = trainer_config(ftj).model_dump(mode="json", by_alias=True, exclude_none=True)
+    return client.V1ConfigMap(
+        api_version="v1",
+        kind="ConfigMap",
+        metadata=names.child_metadata(ftj, names.config_map_name(ftj)),
+        data={names.CONFIG_KEY: json.dumps(document, indent=2, sort_keys=True) + "\n"},
+    )
+
+
+def trainer_job(ftj: FineTuneJob, settings: OperatorSettings) -> client.V1Job:
+    gpus = ftj.spec.resources.gpus_per_node
+    return _job(
+        ftj,
+        settings,
+        name=names.trainer_job_name(ftj),
+        component=names.TRAINER,
+        module="kubetune_trainer.train",
+        gpus=gpus,
+        backoff_limit=ftj.spec.backoff_limit,
+    )
+
+
+def export_job(ftj: FineTuneJob, settings: OperatorSettings) -> client.V1Job:
+    # A CPU export needs no GPU: keep the GPUs free for training unless told otherwise.
+    on_gpu = ftj.spec.export.onnx.execution_provider == "cuda" or (
+        settings.export_on_gpu and ftj.spec.resources.gpus_per_node > 0
+    )
+    return _job(
+        ftj,
+        settings,
+        name=names.export_job_name(ftj),
+        component=names.EXPORTER,
+        module="kubetune_trainer.export",
+        gpus=1 if on_gpu else 0,
+        backoff_limit=min(ftj.spec.backoff_limit, 1),
+    )
+
+
+def _job(
+    ftj: FineTuneJob,
+    settings: OperatorSettings,
+    *,
+    name: str,
+    component: str,
+    module: str,
+    gpus: int,
+    backoff_limit: int,
+) -> client.V1Job:
+    spec = ftj.spec
+    return client.V1Job(
+        api_version="batch/v1",
+        kind="Job",
+        metadata=names.child_metadata(ftj, name, component),
+        spec=client.V1JobSpec(
+            backoff_limit=backoff_limit,
+            active_deadline_seconds=spec.active_deadline_seconds,
+            suspend=spec.suspend,
+            pod_failure_policy=client.V1PodFailurePolicy(
+                rules=[
+                    # Preemption, eviction or node loss is not the job's fault: don't count it.
+                    client.V1PodFailurePolicyRule(
+                        action="Ignore",
+                        on_pod_conditions=[
+                            client.V1PodFailurePolicyOnPodConditionsPattern(
+                                type="DisruptionTarget", status="True"
+                            )
+                        ],
+                    ),
+                    # Bad data, bad spec, bad credentials: retrying cannot help.
+                    client.V1PodFailurePolicyRule(
+                        action="FailJob",
+                        on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
+                            container_name=component, operator="In", values=PERMANENT_EXIT_CODES
+                        ),
+                    ),
+                ]
+            ),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels=names.labels(ftj, component)),
+                spec=_pod_spec(ftj, settings, component, module, gpus),
+            ),
+        ),
+    )
+
+
+def _pod_spec(
+    ftj: FineTuneJob, settings: OperatorSettings, component: str, module: str, gpus: int
+) -> client.V1PodSpec:
+    spec = ftj.spec
+    resources = spec.resources
+    limits: dict[str, str] = {}
+    requests: dict[str, str] = {}
+    if gpus:
+        limits[GPU_RESOURCE] = str(gpus)
+    for key, value in (("cpu", resources.cpu), ("memory", resources.memory)):
+        if value is not None:
+            limits[key] = requests[key] = str(value)
+    tolerations = [client.V1Toleration(**t.model_dump(exclude_none=True)) for t in resources.tolerations]
+    if gpus:
+        tolerations.append(GPU_TOLERATION)
+    container = client.V1Container(
+        name=component,
+        image=resources.image or settings.trainer_image,
+        image_pull_policy=settings.image_pull_policy,
+        command=["python", "-m", module, "--config", names.CONFIG_PATH],
+        working_dir=WORKSPACE,
+        env=_env(ftj, settings),
+        resources=client.V1ResourceRequirements(limits=limits or None, requests=requests or None),
+        volume_mounts=[
+            client.V1VolumeMount(name="config", mount_path=names.CONFIG_MOUNT, read_only=True),
+            client.V1VolumeMount(name="workspace", mount_path=WORKSPACE),
+        ],
+        termination_message_policy="FallbackToLogsOnError",
+    )
+    return client.V1PodSpec(
+        restart_policy="Never",
+        service_account_name=names.service_account_name(ftj),
+        termination_grace_period_seconds=TRAINER_GRACE_SECONDS,
+        containers=[container],
+        volumes=[
+            client.V1Volume(
+                name="config",
+                config_map=client.V1ConfigMapVolumeSource(name=names.config_map_name(ftj)),
+            ),
+            client.V1Volume(name="workspace", empty_dir=client.V1EmptyDirVolumeSource()),
+        ],
+        node_selector=dict(resources.node_selector) if gpus and resources.node_selector else None,
+        tolerations=tolerations or None,
+        priority_class_name=resources.priority_class_name,
+    )
+
+
+def _env(ftj: FineTuneJob, settings: OperatorSettings) -> list[client.V1EnvVar]:
+    output = ftj.spec.output
+    env = [
+        client.V1EnvVar(name="KUBETUNE_JOB_NAME", value=str(ftj.metadata.name)),
+        client.V1EnvVar(
+            name="KUBETUNE_JOB_NAMESPACE",
+            value_from=client.V1EnvVarSource(
+                field_ref=client.V1ObjectFieldSelector(field_path="metadata.namespace")
+            ),
+        ),
+        client.V1EnvVar(name="KUBETUNE_RUN_ID", value=ftj.spec_hash()),
+        # Models and data come from the spec's URIs only, never from a hub.
+        client.V1EnvVar(name="HF_HUB_OFFLINE", value="1"),
+        client.V1EnvVar(name="HF_HOME", value=f"{WORKSPACE}/hf-home"),
+        client.V1EnvVar(name="TOKENIZERS_PARALLELISM", value="false"),
+        client.V1EnvVar(name="AWS_DEFAULT_REGION", value=output.region or "us-east-1"),
+        # boto3 >= 1.36 sends checksums that many S3-compatible stores reject.
+        client.V1EnvVar(name="AWS_REQUEST_CHECKSUM_CALCULATION", value="when_required"),
+        client.V1EnvVar(name="AWS_RESPONSE_CHECKSUM_VALIDATION", value="when_required"),
+    ]
+    if output.endpoint:
+        env.append(client.V1EnvVar(name="AWS_ENDPOINT_URL", value=output.endpoint))
+    ref = output.credentials_secret_ref
+    if ref is not None:
+        for var, key in (
+            ("AWS_ACCESS_KEY_ID", ref.access_key_id_key),
+            ("AWS_SECRET_ACCESS_KEY", ref.secret_access_key_key),
+        ):
+            env.append(
+                client.V1EnvVar(
+                    name=var,
+                    value_from=client.V1EnvVarSource(
+                        secret_key_ref=client.V1SecretKeySelector(name=ref.name, key=key)
+                    ),
+                )
+            )
+    env += [client.V1EnvVar(name=k, value=v) for k, v in sorted(settings.trainer_env.items())]
+    return env

@@ -1,0 +1,97 @@
+"""FineTuneJob spec -> the trainer's config document (the contract with trainer/)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubetune_operator.api import FineTuneJob
+from kubetune_trainer.config import TrainerConfig, parse_config
+
+
+class UnsupportedSpec(ValueError):
+    """The spec is valid API but asks for something this trainer version cannot do."""
+
+
+def trainer_config(ftj: FineTuneJob) -> TrainerConfig:
+    spec = ftj.spec
+    if spec.method != "lora":
+        raise UnsupportedSpec(
+            f"method {spec.method.value} is not supported by this trainer version; use lora"
+        )
+    if spec.resources.nodes > 1:
+        raise UnsupportedSpec("resources.nodes > 1 is not supported by this trainer version")
+    if spec.dataset.format not in ("auto", "text") or not spec.dataset.text_template:
+        raise UnsupportedSpec("this trainer version needs dataset.textTemplate (format text)")
+    lora = spec.lora
+    assert lora is not None  # the CRD requires it for lora
+    if lora.use_dora:
+        raise UnsupportedSpec("lora.useDora is not supported by this trainer version")
+    training = spec.training
+    precision = training.precision
+    if precision == "auto":
+        precision = "bf16" if spec.resources.gpus_per_node > 0 else "fp32"
+    onnx = spec.export.onnx
+    doc: dict[str, Any] = {
+        "name": ftj.metadata.name,
+        "namespace": ftj.metadata.namespace,
+        "runId": ftj.spec_hash(),
+        "baseModel": {"uri": spec.base_model.uri, "revision": spec.base_model.revision},
+        "dataset": {
+            "trainUri": spec.dataset.train_uri,
+            "evalUri": spec.dataset.eval_uri,
+            "textTemplate": spec.dataset.text_template,
+            "maxSamples": spec.dataset.max_samples,
+            "seed": spec.dataset.seed,
+            **({"evalRatio": spec.dataset.eval_ratio} if spec.dataset.eval_ratio is not None else {}),
+        },
+        "method": spec.method.value,
+        "lora": {
+            "r": lora.r,
+            "alpha": lora.alpha,
+            "dropout": lora.dropout,
+            "targetModules": lora.target_modules or None,
+            "modulesToSave": lora.modules_to_save or None,
+        },
+        "training": {
+            "maxSteps": training.max_steps,
+            "epochs": training.epochs,
+            "learningRate": training.learning_rate,
+            "lrScheduler": training.lr_scheduler,
+            "warmupSteps": training.warmup_steps or 0,
+            "warmupRatio": training.warmup_ratio or 0.0,
+            "batchSize": training.batch_size,
+            "gradientAccumulationSteps": training.gradient_accumulation_steps,
+            "gradientCheckpointing": training.gradient_checkpointing,
+            "precision": precision,
+            "maxSeqLength": training.max_seq_length,
+            "seed": training.seed,
+            "loggingSteps": training.logging_steps,
+            "evalSteps": training.eval_steps,
+        },
+        "output": {"uri": spec.output.uri},
+        "export": {
+            "precision": onnx.precision,
+            "executionProvider": onnx.execution_provider,
+            "int4": {
+                "algo": onnx.int4.algorithm,
+                "mixedPrecision": _mixed_precision(onnx.int4.last_matmul, onnx.int4.mixed_layers),
+                "blockSize": onnx.int4.block_size,
+                "accuracyLevel": onnx.int4.accuracy_level,
+            },
+            "onnxAdapter": onnx.adapter,
+            "parityPrompts": spec.export.parity_prompts,
+        },
+    }
+    return parse_config(_drop_none(doc))
+
+
+def _mixed_precision(last_matmul: str, mixed_layers: str) -> str:
+    parts = [f"last_matmul:{last_matmul}"] if last_matmul == "int8" else []
+    parts += [f"mixed_layers:{mixed_layers}"] if mixed_layers == "int8" else []
+    return ",".join(parts)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value

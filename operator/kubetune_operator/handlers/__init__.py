@@ -1,0 +1,1 @@
+"""Kopf handlers: parse, delegate to services, report. No business logic here."""

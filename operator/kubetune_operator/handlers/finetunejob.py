@@ -1,0 +1,115 @@
+"""FineTuneJob handlers: validate on every change; reconcile on a short timer from indexed children."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from kubetune_operator import metrics
+from kubetune_operator.api import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    FineTuneJob,
+    FineTuneJobStatus,
+    ObjectMeta,
+    describe_errors,
+)
+from kubetune_operator.builders import names
+from kubetune_operator.builders.trainer_config import trainer_config
+from kubetune_operator.observation import Observed, child_job
+from kubetune_operator.runtime import runtime
+from kubetune_operator.status import invalid_spec_status
+
+CHILD_SELECTOR = {names.MANAGED_BY_LABEL: names.MANAGED_BY}
+
+
+class InvalidSpec(Exception):
+    pass
+
+
+def parse(body: kopf.Body) -> FineTuneJob:
+    """The object as our model, or InvalidSpec naming every problem."""
+    try:
+        ftj = FineTuneJob.from_k8s(body)
+    except ValidationError as e:
+        raise InvalidSpec(describe_errors(e)) from e
+    try:
+        trainer_config(ftj)  # what the CRD admits but this trainer cannot run
+    except Exception as e:
+        raise InvalidSpec(str(e)) from e
+    return ftj
+
+
+# ---- children, observed through indexes (no API calls per pass) ------------------------------------
+@kopf.index("batch", "v1", "jobs", labels=CHILD_SELECTOR)
+def child_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, labels.get(names.FINETUNEJOB_LABEL)): _plain(body)}
+
+
+@kopf.index("", "v1", "pods", labels=CHILD_SELECTOR)
+def child_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, labels.get(names.FINETUNEJOB_LABEL)): _plain(body)}
+
+
+def observe(namespace: str, name: str, jobs: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> Observed:
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods.get((namespace, name), []):
+        job_name = (pod["metadata"].get("labels") or {}).get("job-name", "")
+        by_job.setdefault(job_name, []).append(pod)
+    found = {j["metadata"]["name"]: j for j in jobs.get((namespace, name), [])}
+    trainer, exporter = f"{name}-train", f"{name}-export"
+    return Observed(
+        trainer=child_job(found[trainer], by_job.get(trainer, [])) if trainer in found else None,
+        exporter=child_job(found[exporter], by_job.get(exporter, [])) if exporter in found else None,
+    )
+
+
+# ---- the FineTuneJob ------------------------------------------------------------------------------
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+def validate(body: kopf.Body, **_: Any) -> None:
+    """A spec the CRD admitted but we cannot run fails at once, visibly, and is not retried."""
+    try:
+        parse(body)
+    except InvalidSpec as e:
+        message = f"invalid spec: {e}"
+        meta = ObjectMeta.model_validate(_plain(body.get("metadata", {})))
+        try:
+            current = FineTuneJobStatus.model_validate(_plain(body.get("status") or {}))
+        except ValidationError:
+            current = FineTuneJobStatus()
+        new = invalid_spec_status(current, meta.generation, message, dt.datetime.now(dt.UTC))
+        runtime().reconciler.write_status(meta, current, new)
+        metrics.INVALID_SPECS.inc()
+        raise kopf.PermanentError(message) from e
+
+
+# Kopf passes indexes as extra keyword arguments, which its TimerFn protocol does not declare.
+@kopf.timer(GROUP, VERSION, PLURAL, interval=3.0, initial_delay=0)  # type: ignore[arg-type]
+def reconcile(
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    child_jobs: kopf.Index[Any, Any],
+    child_pods: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    try:
+        ftj = parse(body)
+    except InvalidSpec:
+        return  # validate() reported it; a new spec triggers it again
+    result = runtime().reconciler.reconcile(ftj, observe(str(namespace), name, child_jobs, child_pods))
+    metrics.RECONCILES.labels(phase=result.decision.phase.value).inc()
+    for event in result.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _plain(value: Any) -> Any:
+    # Index values outlive the event that produced them: keep plain copies, not live views.
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,109 @@
+"""What the operator sees of a FineTuneJob's children, reduced to the facts its decisions need.
+
+Built from raw Job and Pod objects (as dicts from the watch) by pure functions, so the same code
+serves the Kopf indexes and the tests.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kubetune_operator.builders import names
+
+
+@dataclass(frozen=True)
+class ContainerOutcome:
+    """The last termination of a child pod's main container."""
+
+    pod: str
+    exit_code: int
+    reason: str  # Completed, Error, OOMKilled, ...
+    message: str
+    finished_at: str = ""
+
+    def result(self) -> dict[str, Any]:
+        """The JSON result document a successful trainer/exporter leaves as termination message."""
+        try:
+            value = json.loads(self.message)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class ChildJob:
+    name: str
+    run_id: str
+    active: int = 0
+    ready: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    suspended: bool = False  # the Job's Suspended condition is True
+    spec_suspend: bool = False  # what the Job's spec asks for
+    complete: bool = False
+    failed_reason: str | None = None  # set when the Job's Failed condition is True
+    failed_message: str | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    outcomes: tuple[ContainerOutcome, ...] = field(default_factory=tuple)
+
+    def last_outcome(self) -> ContainerOutcome | None:
+        return max(self.outcomes, key=lambda o: o.finished_at, default=None)
+
+    def last_failure(self) -> ContainerOutcome | None:
+        failures = [o for o in self.outcomes if o.exit_code != 0]
+        return max(failures, key=lambda o: o.finished_at, default=None)
+
+
+@dataclass(frozen=True)
+class Observed:
+    trainer: ChildJob | None = None
+    exporter: ChildJob | None = None
+
+
+def child_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> ChildJob:
+    meta, status = job.get("metadata") or {}, job.get("status") or {}
+    conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    failed = conditions.get("Failed")
+    return ChildJob(
+        name=meta.get("name", ""),
+        run_id=(meta.get("labels") or {}).get(names.RUN_ID_LABEL, ""),
+        active=status.get("active") or 0,
+        ready=status.get("ready") or 0,
+        succeeded=status.get("succeeded") or 0,
+        failed=status.get("failed") or 0,
+        suspended="Suspended" in conditions,
+        spec_suspend=bool((job.get("spec") or {}).get("suspend")),
+        complete="Complete" in conditions,
+        failed_reason=failed.get("reason") if failed else None,
+        failed_message=failed.get("message") if failed else None,
+        start_time=status.get("startTime"),
+        completion_time=status.get("completionTime"),
+        outcomes=tuple(o for pod in pods if (o := container_outcome(pod)) is not None),
+    )
+
+
+def container_outcome(pod: dict[str, Any]) -> ContainerOutcome | None:
+    component = ((pod.get("metadata") or {}).get("labels") or {}).get(names.COMPONENT_LABEL)
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") != component:
+            continue
+        terminated = (cs.get("state") or {}).get("terminated")
+        if terminated:
+            return ContainerOutcome(
+                pod=pod["metadata"]["name"],
+                exit_code=int(terminated.get("exitCode", 0)),
+                reason=terminated.get("reason") or "",
+                message=terminated.get("message") or "",
+                finished_at=_timestamp(terminated.get("finishedAt")),
+            )
+    return None
+
+
+def _timestamp(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value or "")

@@ -1,0 +1,51 @@
+"""Every operator setting, in one place, loaded from the environment (KUBETUNE_*)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class OperatorSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    trainer_image: str = Field(
+        default="ghcr.io/kubetune/kubetune:0.1.0",
+        description="Image of the trainer and export Jobs unless spec.resources.image overrides it.",
+    )
+    image_pull_policy: str = "IfNotPresent"
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to watch; empty: all namespaces (cluster-wide)."
+    )
+    resync_seconds: float = Field(default=3.0, gt=0, description="How often each FineTuneJob is re-observed.")
+    worker_limit: int = Field(default=64, gt=0, description="Concurrent handler workers (Kopf).")
+    watch_server_timeout: int = Field(default=300, gt=0, description="Server-side timeout of each watch.")
+    watch_client_timeout: int = Field(default=330, gt=0, description="Client-side timeout of each watch.")
+    liveness_port: int = Field(default=8080, gt=0)
+    metrics_port: int = Field(default=9090, ge=0, description="Prometheus metrics; 0 disables the endpoint.")
+    trainer_env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment for trainer and export pods (JSON object)."
+    )
+    export_on_gpu: bool = Field(
+        default=False,
+        description="Run CPU-provider exports on GPU nodes too (default: CPU nodes, GPUs stay free).",
+    )
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            raw = env.get(f"KUBETUNE_{name.upper()}")
+            if raw is None:
+                continue
+            if field.annotation in (list[str],):
+                values[name] = [v.strip() for v in raw.split(",") if v.strip()]
+            elif field.annotation in (dict[str, str],):
+                values[name] = json.loads(raw)
+            else:
+                values[name] = raw
+        return cls.model_validate(values)
