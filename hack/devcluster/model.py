@@ -22,6 +22,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("devcluster.model")
 
@@ -130,7 +131,7 @@ def smollm2(cache: Path | None = None, verify: bool = True) -> Path:
     return folder
 
 
-def verify_conversion(gguf_model, folder: Path) -> None:
+def verify_conversion(gguf_model: Any, folder: Path) -> None:
     """The saved folder must give the GGUF load's logits and still answer a chat question."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -145,7 +146,7 @@ def verify_conversion(gguf_model, folder: Path) -> None:
         raise SystemExit(f"converted model differs from the GGUF load (max logit diff {diff})")
 
     messages = [{"role": "user", "content": "What is the capital of France?"}]
-    prompt = tokenizer.apply_chat_template(
+    prompt: Any = tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
     )
     start = time.monotonic()

@@ -28,7 +28,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.batching.worker_limit = ours.worker_limit
     settings.posting.level = logging.INFO
     if ours.metrics_port:
-        start_http_server(ours.metrics_port)
+        start_http_server(ours.metrics_port, addr=ours.listen_address)
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
         kopf.operator(
             clusterwide=not ours.namespaces,
             namespaces=ours.namespaces,
-            liveness_endpoint=f"http://0.0.0.0:{ours.liveness_port}/healthz",
+            liveness_endpoint=f"http://{ours.listen_address}:{ours.liveness_port}/healthz",
             standalone=True,
         )
     )

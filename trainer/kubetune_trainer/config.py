@@ -9,7 +9,7 @@ import hashlib
 import json
 import string
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -18,7 +18,7 @@ from kubetune_trainer.errors import config_error
 
 # Olive's int4 settings that keep a fine-tuned model's accuracy (see the export docs): k_quant for the
 # body, and int8 for the LM head and the most quantization-sensitive layers.
-DEFAULT_INT4_ALGO = "k_quant"
+DEFAULT_INT4_ALGO: Final = "k_quant"
 DEFAULT_INT4_MIXED_PRECISION = "last_matmul:int8,mixed_layers:int8"
 
 
@@ -76,7 +76,7 @@ class DatasetSpec(_Spec):
 
 class LoraSpec(_Spec):
     r: int = Field(default=16, gt=0)
-    alpha: float = Field(default=32, gt=0)
+    alpha: int = Field(default=32, gt=0)
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
     # None: discovered from the model (its attention projections, e.g. q/k/v/o_proj).
     target_modules: list[str] | None = None

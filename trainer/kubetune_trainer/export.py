@@ -54,14 +54,16 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path) -> tuple[Any
     return model, tokenizer
 
 
-def builder_arguments(spec: ExportSpec, merged_dir: Path, onnx_dir: Path, cache_dir: Path) -> list[str]:
+def builder_arguments(
+    spec: ExportSpec, input_dir: Path, onnx_dir: Path, cache_dir: Path, extra_options: tuple[str, ...] = ()
+) -> list[str]:
     """The model builder's command line for the configured precision and execution provider."""
     args = [
         sys.executable, "-m", "onnxruntime_genai.models.builder",
-        "-i", str(merged_dir), "-o", str(onnx_dir), "-p", spec.precision, "-e", spec.execution_provider,
+        "-i", str(input_dir), "-o", str(onnx_dir), "-p", spec.precision, "-e", spec.execution_provider,
         "-c", str(cache_dir),
     ]  # fmt: skip
-    extra = ["hf_token=false"]
+    extra = ["hf_token=false", *extra_options]
     if spec.precision == "int4":
         int4 = spec.int4
         extra += [f"algo_config={int4.algo}", f"block_size={int4.block_size}"]
@@ -72,10 +74,12 @@ def builder_arguments(spec: ExportSpec, merged_dir: Path, onnx_dir: Path, cache_
     return [*args, "--extra_options", *extra]
 
 
-def build_onnx(spec: ExportSpec, merged_dir: Path, onnx_dir: Path, cache_dir: Path) -> Path:
+def build_onnx(
+    spec: ExportSpec, input_dir: Path, onnx_dir: Path, cache_dir: Path, extra_options: tuple[str, ...] = ()
+) -> Path:
     if onnx_dir.exists():
         shutil.rmtree(onnx_dir)
-    cmd = builder_arguments(spec, merged_dir, onnx_dir, cache_dir)
+    cmd = builder_arguments(spec, input_dir, onnx_dir, cache_dir, extra_options)
     log.info("building ONNX: %s", " ".join(cmd))
     # A subprocess: the builder edits sys.path, prints progress bars and holds its own copy of the
     # weights; its memory is returned when it exits.

@@ -35,7 +35,7 @@ def eos_ids(tokenizer: PreTrainedTokenizerBase, model: Any) -> set[int]:
 
 
 def torch_greedy(
-    model: PreTrainedModel,
+    model: Any,
     tokenizer: PreTrainedTokenizerBase,
     prompt_ids: list[list[int]],
     max_new_tokens: int,
@@ -62,16 +62,27 @@ def torch_greedy(
 
 
 def ort_greedy(
-    model_dir: Path, prompt_ids: list[list[int]], max_new_tokens: int, eos: set[int]
+    model_dir: Path,
+    prompt_ids: list[list[int]],
+    max_new_tokens: int,
+    eos: set[int],
+    adapter_file: Path | None = None,
 ) -> list[list[int]]:
+    """New tokens per prompt from ONNX Runtime GenAI, optionally with a swappable adapter active."""
     import onnxruntime_genai as og
 
     model = og.Model(str(model_dir))
+    adapters = None
+    if adapter_file is not None:
+        adapters = og.Adapters(model)
+        adapters.load(str(adapter_file), "adapter")
     outputs = []
     for ids in prompt_ids:
         params = og.GeneratorParams(model)
         params.set_search_options(max_length=len(ids) + max_new_tokens, do_sample=False)
         generator = og.Generator(model, params)
+        if adapters is not None:
+            generator.set_active_adapter(adapters, "adapter")
         generator.append_tokens(ids)
         while not generator.is_done():
             generator.generate_next_token()
@@ -99,7 +110,7 @@ def _until_eos(tokens: list[int], eos: set[int]) -> list[int]:
 
 
 def answer_text(tokenizer: PreTrainedTokenizerBase, new_tokens: list[int]) -> str:
-    text = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+    text = str(tokenizer.decode(new_tokens, skip_special_tokens=True)).strip()
     return text.splitlines()[0].strip() if text else ""
 
 

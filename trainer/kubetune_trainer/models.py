@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kubetune_trainer.errors import model_error
 
@@ -41,7 +41,7 @@ def _detach_gguf_quantizer(model: PreTrainedModel) -> None:
     # transformers de-quantizes every GGUF tensor to plain fp32 at load time but keeps the GGUF
     # quantizer attached, which makes save_pretrained refuse ("not serializable") and marks the
     # model as not trainable. The weights are ordinary tensors, so dropping the quantizer is safe.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     for attr in ("is_quantized", "quantization_method"):
@@ -102,7 +102,7 @@ def load_model_and_tokenizer(
     return model, tokenizer
 
 
-def linear_module_names(model: torch.nn.Module) -> dict[str, list[str]]:
+def linear_module_names(model: Any) -> dict[str, list[str]]:
     """Leaf names of the Linear layers inside the repeated blocks, with their full module paths."""
     import torch
 
@@ -114,7 +114,7 @@ def linear_module_names(model: torch.nn.Module) -> dict[str, list[str]]:
     return names
 
 
-def discover_target_modules(model: torch.nn.Module) -> list[str]:
+def discover_target_modules(model: Any) -> list[str]:
     """Default LoRA targets: the attention projections (q/k/v/o), else every Linear but the LM head."""
     linear = linear_module_names(model)
     if not linear:

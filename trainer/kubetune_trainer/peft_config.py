@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kubetune_trainer.config import LoraSpec, TrainingSpec
 from kubetune_trainer.errors import config_error
 from kubetune_trainer.models import discover_target_modules, linear_module_names
 
 if TYPE_CHECKING:
-    import torch
     from peft import LoraConfig
     from transformers import TrainingArguments
 
 
-def to_lora_config(spec: LoraSpec, model: torch.nn.Module) -> LoraConfig:
+def to_lora_config(spec: LoraSpec, model: Any) -> LoraConfig:
     from peft import LoraConfig, TaskType
 
     targets = spec.target_modules or discover_target_modules(model)
@@ -48,11 +47,14 @@ def to_training_arguments(spec: TrainingSpec, output_dir: Path, has_eval: bool) 
     check_precision(spec.precision, torch.cuda.is_available())
     evaluate_periodically = has_eval and spec.eval_steps is not None
     # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns).
-    checkpointing = (
-        "activation_checkpointing"
-        if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
-        else "gradient_checkpointing"
-    )
+    checkpointing: dict[str, Any] = {
+        name: spec.gradient_checkpointing
+        for name in (
+            "activation_checkpointing"
+            if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+            else "gradient_checkpointing",
+        )
+    }
     return TrainingArguments(
         output_dir=str(output_dir),
         max_steps=spec.max_steps or -1,
@@ -64,7 +66,7 @@ def to_training_arguments(spec: TrainingSpec, output_dir: Path, has_eval: bool) 
         per_device_train_batch_size=spec.batch_size,
         per_device_eval_batch_size=spec.batch_size,
         gradient_accumulation_steps=spec.gradient_accumulation_steps,
-        **{checkpointing: spec.gradient_checkpointing},
+        **checkpointing,
         # Mixed precision keeps fp32 master weights, so the LoRA optimizer state stays accurate.
         bf16=spec.precision == "bf16",
         # bf16 autocast on the CPU is only allowed when the CPU is asked for explicitly.

@@ -128,11 +128,11 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
     log.info("data: %d train / %d eval rows", len(train_set), len(eval_set))
 
     accuracy_before = _generation_accuracy(cfg, model, tokenizer, data.splits.eval)
-    model = get_peft_model(model, to_lora_config(cfg.lora, model))
-    trainable, total = model.get_nb_trainable_parameters()
+    peft_model = get_peft_model(model, to_lora_config(cfg.lora, model))
+    trainable, total = peft_model.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters", trainable, total)
     trainer = Trainer(
-        model=model,
+        model=peft_model,
         args=to_training_arguments(cfg.training, workdir / "trainer", has_eval=bool(eval_set)),
         train_dataset=train_set,
         eval_dataset=eval_set or None,
@@ -141,7 +141,7 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
     )
     result = trainer.train()
     eval_metrics = trainer.evaluate() if eval_set else {}
-    accuracy_after = _generation_accuracy(cfg, model, tokenizer, data.splits.eval)
+    accuracy_after = _generation_accuracy(cfg, peft_model, tokenizer, data.splits.eval)
     metrics = training_metrics(
         trainer,
         result,
@@ -157,7 +157,7 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
             "wallSeconds": round(time.monotonic() - started, 1),
         },
     )
-    adapter_dir = save_adapter(model, tokenizer, metrics, workdir / "adapter")
+    adapter_dir = save_adapter(peft_model, tokenizer, metrics, workdir / "adapter")
     storage.upload_dir(adapter_dir, join_uri(cfg.output.uri, "adapter"))
     sink.metrics(metrics)
     log.info("metrics %s", json.dumps(metrics, sort_keys=True))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -23,6 +23,7 @@ from kubetune_operator.builders import names
 from kubetune_operator.builders.trainer_config import trainer_config
 from kubetune_operator.observation import Observed, child_job
 from kubetune_operator.runtime import runtime
+from kubetune_operator.settings import OperatorSettings
 from kubetune_operator.status import invalid_spec_status
 
 CHILD_SELECTOR = {names.MANAGED_BY_LABEL: names.MANAGED_BY}
@@ -91,7 +92,7 @@ def validate(body: kopf.Body, **_: Any) -> None:
 
 
 # Kopf passes indexes as extra keyword arguments, which its TimerFn protocol does not declare.
-@kopf.timer(GROUP, VERSION, PLURAL, interval=3.0, initial_delay=0)  # type: ignore[arg-type]
+@kopf.timer(GROUP, VERSION, PLURAL, interval=OperatorSettings.from_env().resync_seconds, initial_delay=0)  # type: ignore[arg-type]
 def reconcile(
     body: kopf.Body,
     namespace: str | None,
@@ -111,5 +112,9 @@ def reconcile(
 
 
 def _plain(value: Any) -> Any:
-    # Index values outlive the event that produced them: keep plain copies, not live views.
-    return json.loads(json.dumps(value, default=str))
+    # Index values outlive the event that produced them: keep plain copies, not Kopf's live views.
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

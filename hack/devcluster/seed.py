@@ -1,0 +1,84 @@
+"""Puts what a FineTuneJob needs into the local cluster and S3: a namespace, the S3 credentials
+Secret, a base model folder and the demo dataset. Used by `hack/demo` and the end-to-end tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from . import settings
+
+DATASET_DIR = settings.REPO_ROOT / "examples" / "data" / "tone"
+SECRET_NAME = "kubetune-s3"
+
+
+def s3_client(env: dict[str, str]) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        config=Config(
+            request_checksum_calculation="when_required", response_checksum_validation="when_required"
+        ),
+    )
+
+
+def ensure_namespace(core: client.CoreV1Api, namespace: str, env: dict[str, str]) -> None:
+    """The namespace and the Secret the example manifests reference for S3."""
+    try:
+        core.create_namespace({"metadata": {"name": namespace}})
+    except ApiException as e:
+        if e.status != 409:
+            raise
+    secret = {
+        "metadata": {"name": SECRET_NAME},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": env["AWS_ACCESS_KEY_ID"],
+            "AWS_SECRET_ACCESS_KEY": env["AWS_SECRET_ACCESS_KEY"],
+        },
+    }
+    try:
+        core.create_namespaced_secret(namespace, secret)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+        core.replace_namespaced_secret(SECRET_NAME, namespace, secret)
+
+
+def upload_folder(s3: Any, folder: Path, bucket: str, prefix: str) -> int:
+    count = 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        s3.upload_file(str(path), bucket, f"{prefix.rstrip('/')}/{path.relative_to(folder).as_posix()}")
+        count += 1
+    return count
+
+
+def upload_dataset(s3: Any, bucket: str, prefix: str = "datasets/tone") -> None:
+    for name in ("train.jsonl", "eval.jsonl"):
+        s3.upload_file(str(DATASET_DIR / name), bucket, f"{prefix}/{name}")
+
+
+def main() -> int:
+    """python -m devcluster.seed MODEL_DIR S3_PREFIX: upload a model folder and the demo dataset."""
+    env = settings.cluster_env()
+    s3 = s3_client(env)
+    bucket = env["KUBETUNE_S3_BUCKET"]
+    model_dir, prefix = Path(sys.argv[1]), sys.argv[2]
+    n = upload_folder(s3, model_dir, bucket, prefix)
+    upload_dataset(s3, bucket)
+    print(
+        f"uploaded {n} model files to s3://{bucket}/{prefix} and the tone dataset to s3://{bucket}/datasets/tone/"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

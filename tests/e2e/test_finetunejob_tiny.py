@@ -1,0 +1,140 @@
+"""A FineTuneJob on the local cluster, through the operator installed with its chart: training,
+export, live progress, artifacts whose checksums match S3, and cleanup."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from e2e_support import apply_ftj, deleted, events_for, get_ftj, tiny_job, wait_phase
+from support import wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+def s3_location(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def test_tiny_job_trains_exports_and_reports(
+    operator_release: str,
+    workspace: str,
+    s3_seeded: dict[str, str],
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    batch: client.BatchV1Api,
+    s3: Any,
+) -> None:
+    body = tiny_job(
+        "tiny", s3_seeded, training={**tiny_job("x", s3_seeded)["spec"]["training"], "maxSteps": 12}
+    )
+    apply_ftj(custom, workspace, body)
+    seen: dict[str, set[Any]] = {"phases": set(), "steps": set()}
+
+    def record(obj: dict[str, Any]) -> None:
+        status = obj.get("status") or {}
+        seen["phases"].add(status.get("phase"))
+        step = (status.get("progress") or {}).get("step")
+        if step is not None and status.get("phase") == "Training":
+            seen["steps"].add(step)
+
+    ftj = wait_phase(custom, workspace, "tiny", {"Succeeded", "Failed"}, 600, on_poll=record)
+    status = ftj["status"]
+    assert status["phase"] == "Succeeded", status
+    # Progress moved while the trainer ran, and ended at the last step.
+    assert {"Pending", "Training", "Exporting"} <= seen["phases"] | {"Pending"}, seen
+    assert "Training" in seen["phases"] and "Exporting" in seen["phases"], seen
+    assert len(seen["steps"]) >= 2, f"progress did not move during training: {seen}"
+    assert status["progress"]["step"] == status["progress"]["totalSteps"] == 12
+    assert status["progress"]["progressPercentage"] == 100
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {
+        "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
+        "Trained": "True",
+        "Exported": "True",
+    }
+    assert (
+        status["runId"]
+        and status["trainerJobName"] == "tiny-train"
+        and status["exportJobName"] == "tiny-export"
+    )
+    assert "eval_loss" in status["metrics"] or "evalLoss" in status["metrics"], status["metrics"]
+
+    # Every artifact is in S3, and the manifest's checksums match the objects.
+    kinds = {a["kind"]: a for a in status["artifacts"]}
+    assert {"adapter", "onnx", "manifest"} <= kinds.keys(), kinds
+    manifest_bucket, manifest_key = s3_location(kinds["manifest"]["uri"])
+    raw = s3.get_object(Bucket=manifest_bucket, Key=manifest_key)["Body"].read()
+    assert hashlib.sha256(raw).hexdigest() == kinds["manifest"]["sha256"]
+    manifest = json.loads(raw)
+    files = manifest["files"]
+    assert any(f["path"].startswith("onnx/") and f["path"].endswith(".onnx") for f in files), files
+    for entry in files:
+        bucket, key = s3_location(entry["uri"])
+        data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert len(data) == entry["size"], entry
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry
+
+    # Kubernetes Events tell the story on the FineTuneJob itself.
+    reasons = {e.reason for e in events_for(core, workspace, "tiny")}
+    assert {"CreatedTrainerJob", "CreatedExportJob", "Succeeded"} <= reasons, reasons
+
+    # Deleting the FineTuneJob removes its Jobs and pods; the artifacts stay in S3.
+    train_job = batch.read_namespaced_job("tiny-train", workspace)
+    assert train_job.metadata.owner_references[0].kind == "FineTuneJob"
+    custom.delete_namespaced_custom_object("kubetune.dev", "v1alpha1", workspace, "finetunejobs", "tiny")
+    wait_for(
+        lambda: deleted(lambda: batch.read_namespaced_job("tiny-train", workspace)),
+        60,
+        "Jobs to be collected",
+    )
+    wait_for(lambda: not core.list_namespaced_pod(workspace).items, 60, "pods to be collected")
+    assert s3.head_object(Bucket=manifest_bucket, Key=manifest_key)["ContentLength"] == len(raw)
+
+
+def test_operator_restart_mid_training_creates_no_duplicates(
+    operator_release: str,
+    workspace: str,
+    s3_seeded: dict[str, str],
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    batch: client.BatchV1Api,
+) -> None:
+    training = {**tiny_job("x", s3_seeded)["spec"]["training"], "maxSteps": 400}
+    body = tiny_job("restart", s3_seeded, training=training, export={"enabled": False})
+    apply_ftj(custom, workspace, body)
+    wait_phase(custom, workspace, "restart", {"Training"}, 180)
+    job_uid = batch.read_namespaced_job("restart-train", workspace).metadata.uid
+    before = get_ftj(custom, workspace, "restart")["status"]
+
+    (operator_pod,) = [
+        p for p in core.list_namespaced_pod(operator_release).items if not p.metadata.deletion_timestamp
+    ]
+    core.delete_namespaced_pod(operator_pod.metadata.name, operator_release)
+    wait_for(
+        lambda: [
+            p
+            for p in core.list_namespaced_pod(operator_release).items
+            if p.metadata.name != operator_pod.metadata.name and p.status.phase == "Running"
+        ],
+        120,
+        "a new operator pod to run",
+    )
+
+    ftj = wait_phase(custom, workspace, "restart", {"Succeeded", "Failed"}, 600)
+    assert ftj["status"]["phase"] == "Succeeded", ftj["status"]
+    jobs = batch.list_namespaced_job(workspace).items
+    assert [j.metadata.name for j in jobs] == ["restart-train"]
+    assert jobs[0].metadata.uid == job_uid, "the trainer Job was recreated"
+    assert len(core.list_namespaced_pod(workspace, label_selector="job-name=restart-train").items) == 1
+    after = ftj["status"]
+    assert after["runId"] == before["runId"]
+    assert after["startTime"] == before["startTime"]
+    assert after["progress"]["step"] == 400
