@@ -17,7 +17,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from . import model, operator, seed, settings
+from . import model, release, seed, settings
 
 NAMESPACE = "kubetune-demo"
 MANIFEST = settings.REPO_ROOT / "examples" / "finetunejob-smollm2-tone.yaml"
@@ -32,7 +32,7 @@ def main() -> int:
     bucket = env["KUBETUNE_S3_BUCKET"]
 
     print("==> installing the operator with its Helm chart", flush=True)
-    operator.install()
+    release.install()
     print("==> seeding S3: the SmolLM2 GGUF and the tone dataset", flush=True)
     gguf = model.smollm2_gguf()
     s3.upload_file(str(gguf), bucket, f"models/{gguf.name}")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
+from kubetune_operator.api import GROUP, PLURAL, VERSION
 from kubetune_operator.services.children import Children
 from kubetune_operator.services.reconcile import Reconciler
 from kubetune_operator.settings import OperatorSettings
@@ -17,6 +20,17 @@ class Runtime:
     settings: OperatorSettings
     api: client.ApiClient
     reconciler: Reconciler
+
+    def get_finetunejob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return obj  # type: ignore[return-value]
 
 
 @cache

@@ -25,7 +25,8 @@ class OperatorSettings(BaseModel):
     watch_server_timeout: int = Field(default=300, gt=0, description="Server-side timeout of each watch.")
     watch_client_timeout: int = Field(default=330, gt=0, description="Client-side timeout of each watch.")
     listen_address: str = Field(
-        default="0.0.0.0", description="Address of the liveness and metrics endpoints (the chart sets the pod IP)."
+        default="0.0.0.0",
+        description="Address of the liveness and metrics endpoints (the chart sets the pod IP).",
     )
     liveness_port: int = Field(default=8080, gt=0)
     metrics_port: int = Field(default=9090, ge=0, description="Prometheus metrics; 0 disables the endpoint.")

@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from devcluster import model, seed, settings
-from support import run_tool, wait_for
+from devcluster import model, release, seed
+from support import wait_for
 
-OPERATOR_NAMESPACE = "kubetune-system"
-RELEASE = "kubetune"
+OPERATOR_NAMESPACE = release.NAMESPACE
 
 
 @pytest.fixture(scope="session")
@@ -26,26 +25,10 @@ def custom(api_client: client.ApiClient) -> client.CustomObjectsApi:
 def operator_release(core: client.CoreV1Api) -> Iterator[str]:
     """The operator as a platform team runs it: `helm install` of charts/kubetune, its own
     ServiceAccount and least-privilege RBAC, running as a pod."""
-    run_tool(
-        "helm",
-        "upgrade",
-        "--install",
-        RELEASE,
-        str(settings.REPO_ROOT / "charts" / "kubetune"),
-        "--namespace",
-        OPERATOR_NAMESPACE,
-        "--create-namespace",
-        "--set",
-        "image.repository=kubetune",
-        "--set",
-        "image.tag=dev",
-        "--wait",
-        "--timeout",
-        "120s",
-    )
+    release.install()
     wait_for(lambda: operator_pods(core), 120, "the operator pod to run")
     yield OPERATOR_NAMESPACE
-    run_tool("helm", "uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait", check=False)
+    release.uninstall()
 
 
 def operator_pods(core: client.CoreV1Api) -> list[client.V1Pod]:

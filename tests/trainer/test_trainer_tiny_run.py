@@ -88,6 +88,19 @@ def test_export_builds_onnx_with_parity(tiny_run: dict[str, Any]) -> None:
     assert "model.safetensors" in {f["path"] for f in stored["files"]["merged"]}
 
 
+def test_export_swappable_onnx_adapter(tiny_run: dict[str, Any]) -> None:
+    from kubetune_trainer.export import export
+
+    data = tiny_run["cfg"].model_dump(by_alias=True)
+    data["export"] = {**data["export"], "onnxAdapter": True}
+    manifest = export(parse_config(data), tiny_run["root"] / "work")
+    # The adapter switched on in the LoRA-input model generates exactly what the merged model does.
+    assert manifest["parity"]["adapterParity"] == 1.0
+    assert manifest["parity"]["accuracyOnnxAdapter"] == manifest["parity"]["accuracyOnnx"]
+    paths = {f["path"] for f in manifest["files"]["onnx-adapter"]}
+    assert {"adapter.onnx_adapter", "model/model.onnx", "model/genai_config.json"} <= paths
+
+
 def test_bf16_training_runs_on_cpu(tmp_path: Path, tiny_model_dir: Path, make_config) -> None:
     from kubetune_trainer.progress import LoggingSink
     from kubetune_trainer.train import train

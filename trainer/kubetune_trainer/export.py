@@ -13,10 +13,11 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kubetune_trainer.cli import configure_logging, parse_args, run_entrypoint
 from kubetune_trainer.config import ExportSpec, TrainerConfig, load_config
@@ -27,6 +28,7 @@ from kubetune_trainer.train import METRICS_FILE, fetch_base_model, fetch_dataset
 log = logging.getLogger("kubetune_trainer.export")
 
 MANIFEST_FILE = "manifest.json"
+T = TypeVar("T")
 _BUILDER_LOG_TAIL = 3000
 
 
@@ -92,6 +94,35 @@ def build_onnx(
 
 
 @dataclass(frozen=True)
+class SwappableAdapter:
+    """A base ONNX model whose LoRA weights are inputs, and the adapter file that fills them."""
+
+    model_dir: Path
+    adapter_file: Path
+
+
+def build_swappable_adapter(
+    spec: ExportSpec, base_dir: Path, adapter_dir: Path, out_dir: Path, cache_dir: Path
+) -> SwappableAdapter:
+    from kubetune_trainer.onnx_adapter import (
+        lora_nodes_to_exclude,
+        make_lora_inputs,
+        peft_to_onnx_params,
+        write_onnx_adapter,
+    )
+
+    options = [f"adapter_path={adapter_dir}"]
+    if spec.precision in ("int4", "int8"):
+        # Quantizing the small LoRA matrices costs accuracy and saves nothing.
+        options.append(f"nodes_to_exclude={','.join(lora_nodes_to_exclude(adapter_dir))}")
+    model_dir = build_onnx(spec, base_dir, out_dir / "model", cache_dir, tuple(options))
+    params = peft_to_onnx_params(adapter_dir)
+    genai = json.loads((model_dir / "genai_config.json").read_text())
+    make_lora_inputs(model_dir / genai["model"]["decoder"]["filename"], sorted(params))
+    return SwappableAdapter(model_dir, write_onnx_adapter(params, out_dir / "adapter.onnx_adapter"))
+
+
+@dataclass(frozen=True)
 class ParityReport:
     prompts: int
     first_n_tokens: int
@@ -101,6 +132,9 @@ class ParityReport:
     tokenizer_agreement: float
     onnx_seconds: float
     torch_seconds: float
+    # With a swappable adapter: its outputs against the merged ONNX model's, and its accuracy.
+    adapter_parity: float | None = None
+    accuracy_onnx_adapter: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {_camel(k): v for k, v in asdict(self).items()}
@@ -112,7 +146,12 @@ def _camel(name: str) -> str:
 
 
 def check_parity(
-    cfg: TrainerConfig, model: Any, tokenizer: Any, onnx_dir: Path, rows: list[dict]
+    cfg: TrainerConfig,
+    model: Any,
+    tokenizer: Any,
+    onnx_dir: Path,
+    rows: list[dict],
+    swappable: SwappableAdapter | None = None,
 ) -> ParityReport:
     """Greedy-generate held-out prompts with PyTorch and ONNX Runtime GenAI and compare."""
     from kubetune_trainer.generation import (
@@ -127,29 +166,36 @@ def check_parity(
         torch_greedy,
     )
 
-    spec = cfg.export
+    spec, eos = cfg.export, eos_ids(tokenizer, model)
     prompts = prompts_from_rows(
         cfg.dataset.text_template, cfg.dataset.answer_field, rows[: spec.parity_prompts]
     )
     ids = [encode(tokenizer, p.text) for p in prompts]
+    expected = [p.answer for p in prompts]
+
+    def score(outputs: list[list[int]]) -> float | None:
+        return accuracy([answer_text(tokenizer, t) for t in outputs], expected) if prompts else None
+
     start = time.monotonic()
     torch_out = torch_greedy(model, tokenizer, ids, spec.max_new_tokens)
     torch_seconds = time.monotonic() - start
     start = time.monotonic()
-    onnx_out = ort_greedy(onnx_dir, ids, spec.max_new_tokens, eos_ids(tokenizer, model))
+    onnx_out = ort_greedy(onnx_dir, ids, spec.max_new_tokens, eos)
     onnx_seconds = time.monotonic() - start
-    expected = [p.answer for p in prompts]
+    adapter_out = None
+    if swappable is not None:
+        adapter_out = ort_greedy(swappable.model_dir, ids, spec.max_new_tokens, eos, swappable.adapter_file)
     return ParityReport(
         prompts=len(prompts),
         first_n_tokens=spec.parity_tokens,
         parity=parity(torch_out, onnx_out, spec.parity_tokens),
-        accuracy_torch=accuracy([answer_text(tokenizer, t) for t in torch_out], expected)
-        if prompts
-        else None,
-        accuracy_onnx=accuracy([answer_text(tokenizer, t) for t in onnx_out], expected) if prompts else None,
+        accuracy_torch=score(torch_out),
+        accuracy_onnx=score(onnx_out),
         tokenizer_agreement=ort_tokenizer_agreement(onnx_dir, [p.text for p in prompts], ids),
         onnx_seconds=round(onnx_seconds, 2),
         torch_seconds=round(torch_seconds, 2),
+        adapter_parity=parity(onnx_out, adapter_out, spec.parity_tokens) if adapter_out is not None else None,
+        accuracy_onnx_adapter=score(adapter_out) if adapter_out is not None else None,
     )
 
 
@@ -195,38 +241,52 @@ def build_manifest(
     }
 
 
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        start = time.monotonic()
+        result = fn(*args)
+        self.seconds[f"{name}Seconds"] = round(time.monotonic() - start, 2)
+        return result
+
+
 def export(cfg: TrainerConfig, workdir: Path, storage: Storage | None = None) -> dict[str, Any]:
-    storage = storage or Storage()
-    out = workdir / "export"
-    timings: dict[str, float] = {}
-    start = time.monotonic()
-    base_dir = fetch_base_model(cfg.base_model, storage, workdir)
+    storage, spec, out, timed = storage or Storage(), cfg.export, workdir / "export", _Timer()
+    base_dir = timed("downloadBase", fetch_base_model, cfg.base_model, storage, workdir)
     adapter_uri = join_uri(cfg.output.uri, "adapter")
     adapter_dir = storage.download(adapter_uri, workdir / "adapter-in")
     data = fetch_dataset(cfg.dataset, storage, workdir)
-    timings["downloadSeconds"] = round(time.monotonic() - start, 2)
 
-    start = time.monotonic()
-    model, tokenizer = merge_adapter(base_dir, adapter_dir, out / "merged")
-    timings["mergeSeconds"] = round(time.monotonic() - start, 2)
-    start = time.monotonic()
-    onnx_dir = build_onnx(cfg.export, out / "merged", out / "onnx", workdir / "builder-cache")
-    timings["buildSeconds"] = round(time.monotonic() - start, 2)
-    report = check_parity(cfg, model, tokenizer, onnx_dir, data.splits.eval)
-    log.info("parity %s", json.dumps(report.to_json()))
-    if cfg.export.min_parity is not None and report.parity < cfg.export.min_parity:
-        raise export_error(
-            f"ONNX parity {report.parity:.3f} is below export.minParity {cfg.export.min_parity}"
+    model, tokenizer = timed("merge", merge_adapter, base_dir, adapter_dir, out / "merged")
+    onnx_dir = timed("build", build_onnx, spec, out / "merged", out / "onnx", workdir / "builder-cache")
+    swappable = None
+    if spec.onnx_adapter:
+        swappable = timed(
+            "buildAdapter",
+            build_swappable_adapter,
+            spec,
+            base_dir,
+            adapter_dir,
+            out / "onnx-adapter",
+            workdir / "builder-cache",
         )
+    report = timed("parity", check_parity, cfg, model, tokenizer, onnx_dir, data.splits.eval, swappable)
+    log.info("parity %s", json.dumps(report.to_json()))
+    if spec.min_parity is not None and report.parity < spec.min_parity:
+        raise export_error(f"ONNX parity {report.parity:.3f} is below export.minParity {spec.min_parity}")
 
-    start = time.monotonic()
-    files = {
-        "adapter": describe_existing(adapter_dir, adapter_uri),
-        "merged": storage.upload_dir(out / "merged", join_uri(cfg.output.uri, "merged")),
-        "onnx": storage.upload_dir(onnx_dir, join_uri(cfg.output.uri, "onnx")),
-    }
-    timings["uploadSeconds"] = round(time.monotonic() - start, 2)
-    manifest = build_manifest(cfg, files, adapter_dir, data.sha256, report, timings)
+    def upload(group: str, folder: Path) -> list[FileEntry]:
+        return storage.upload_dir(folder, join_uri(cfg.output.uri, group))
+
+    files = {"adapter": describe_existing(adapter_dir, adapter_uri)}
+    folders = {"merged": out / "merged", "onnx": onnx_dir}
+    if swappable is not None:
+        folders["onnx-adapter"] = out / "onnx-adapter"
+    for group, folder in folders.items():
+        files[group] = timed("upload" + group.title().replace("-", ""), upload, group, folder)
+    manifest = build_manifest(cfg, files, adapter_dir, data.sha256, report, timed.seconds)
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     storage.upload_file(out / MANIFEST_FILE, join_uri(cfg.output.uri, MANIFEST_FILE))
     return manifest

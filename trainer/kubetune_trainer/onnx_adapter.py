@@ -37,7 +37,9 @@ def onnx_node_name(layer: int, block: str, module: str, which: str) -> str:
 def _parse_key(key: str) -> tuple[int, str, str, str]:
     match = _PEFT_KEY.match(key)
     if match is None:
-        raise export_error(f"cannot map adapter weight {key!r} to the ONNX model (only layers.N.self_attn/mlp)")
+        raise export_error(
+            f"cannot map adapter weight {key!r} to the ONNX model (only layers.N.self_attn/mlp)"
+        )
     layer, block, module, which = match.groups()
     return int(layer), block, module, which
 
@@ -54,7 +56,9 @@ def peft_to_onnx_params(adapter_dir: Path) -> dict[str, np.ndarray]:
 
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     if config.get("rank_pattern") or config.get("alpha_pattern"):
-        raise export_error("adapters with per-module rank_pattern/alpha_pattern are not supported for onnx_adapter")
+        raise export_error(
+            "adapters with per-module rank_pattern/alpha_pattern are not supported for onnx_adapter"
+        )
     scale = lora_scale(config)
     params = {}
     for key, weight in load_file(str(adapter_dir / "adapter_model.safetensors")).items():
@@ -95,7 +99,9 @@ def make_lora_inputs(model_path: Path, names: list[str]) -> None:
         model.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape))
     data_file = model_path.name + ".data"
     (model_path.parent / data_file).unlink(missing_ok=True)
-    onnx.save_model(model, str(model_path), save_as_external_data=True, location=data_file, size_threshold=1024)
+    onnx.save_model(
+        model, str(model_path), save_as_external_data=True, location=data_file, size_threshold=1024
+    )
 
 
 def write_onnx_adapter(params: dict[str, np.ndarray], path: Path) -> Path:

@@ -111,6 +111,32 @@ def reconcile(
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
+@kopf.on.event("batch", "v1", "jobs", labels=CHILD_SELECTOR)  # type: ignore[arg-type]
+def child_job_changed(
+    namespace: str | None,
+    labels: kopf.Labels,
+    type: str | None,
+    child_jobs: kopf.Index[Any, Any],
+    child_pods: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    """React to a child Job's change at once; the timer stays the safety net."""
+    name = labels.get(names.FINETUNEJOB_LABEL)
+    if not name or namespace is None or type is None:
+        return  # the initial listing: the timer covers it
+    raw = runtime().get_finetunejob(namespace, name)
+    if raw is None:
+        return
+    body = kopf.Body(raw)  # type: ignore[arg-type]
+    try:
+        ftj = parse(body)
+    except InvalidSpec:
+        return
+    result = runtime().reconciler.reconcile(ftj, observe(namespace, name, child_jobs, child_pods))
+    for event in result.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
 def _plain(value: Any) -> Any:
     # Index values outlive the event that produced them: keep plain copies, not Kopf's live views.
     if isinstance(value, Mapping):

@@ -1,0 +1,87 @@
+"""Bad input ends in Failed at once, with the reason in the FineTuneJob's condition and an Event,
+without retry loops, and without touching what is already in S3. (Specs the API server itself
+rejects are covered in tests/api/test_api_cluster.py.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from e2e_support import apply_ftj, events_for, tiny_job, wait_phase
+
+pytestmark = pytest.mark.cluster
+
+
+def _missing_dataset(seeded: dict[str, str]) -> dict[str, Any]:
+    job = tiny_job("bad", seeded)
+    job["spec"]["dataset"]["trainUri"] = f"s3://{seeded['bucket']}/datasets/does-not-exist.jsonl"
+    return job
+
+
+def _missing_template_field(seeded: dict[str, str]) -> dict[str, Any]:
+    job = tiny_job("bad", seeded)
+    job["spec"]["dataset"]["textTemplate"] = "Phrase: {phrase}\nMood: {mood}"
+    return job
+
+
+def _wrong_credentials(seeded: dict[str, str]) -> dict[str, Any]:
+    job = tiny_job("bad", seeded)
+    job["spec"]["output"]["credentialsSecretRef"] = {"name": "wrong-s3"}
+    return job
+
+
+def _not_a_model(seeded: dict[str, str]) -> dict[str, Any]:
+    job = tiny_job("bad", seeded)
+    job["spec"]["baseModel"]["uri"] = f"s3://{seeded['bucket']}/datasets/tone/"
+    return job
+
+
+CASES = {
+    "dataset URI that does not exist": (_missing_dataset, ["does-not-exist.jsonl"]),
+    "template field missing from the data": (_missing_template_field, ["mood", "row 1"]),
+    "wrong S3 credentials": (_wrong_credentials, ["credentials"]),
+    "model URI that is not a model": (_not_a_model, ["model"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_fails_once_with_a_clear_reason(
+    case: str,
+    operator_release: str,
+    workspace: str,
+    s3_seeded: dict[str, str],
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    batch: client.BatchV1Api,
+    s3: Any,
+) -> None:
+    build, words = CASES[case]
+    core.create_namespaced_secret(
+        workspace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="wrong-s3"),
+            string_data={"AWS_ACCESS_KEY_ID": "not-a-key", "AWS_SECRET_ACCESS_KEY": "not-a-secret"},
+        ),
+    )
+    before = s3.head_object(Bucket=s3_seeded["bucket"], Key="datasets/tone/train.jsonl")["ETag"]
+    apply_ftj(custom, workspace, build(s3_seeded))
+
+    ftj = wait_phase(custom, workspace, "bad", {"Failed", "Succeeded"}, 300)
+
+    status = ftj["status"]
+    assert status["phase"] == "Failed", status
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "TrainingFailed"
+    for word in words:
+        assert word.lower() in stalled["message"].lower(), stalled["message"]
+    assert "BackoffLimitExceeded" not in stalled["message"]
+    warning = [e for e in events_for(core, workspace, "bad") if e.type == "Warning" and e.reason == "Failed"]
+    assert warning and warning[0].message == stalled["message"]
+    # A permanent error fails the Job at once: one pod, no retries.
+    job = batch.read_namespaced_job("bad-train", workspace)
+    assert job.status.failed == 1, job.status
+    assert len(core.list_namespaced_pod(workspace, label_selector="job-name=bad-train").items) == 1
+    # Nothing that was in S3 before is lost.
+    assert s3.head_object(Bucket=s3_seeded["bucket"], Key="datasets/tone/train.jsonl")["ETag"] == before
