@@ -49,7 +49,10 @@ class OperatorSettings(BaseModel):
             if field.annotation in (list[str],):
                 values[name] = [v.strip() for v in raw.split(",") if v.strip()]
             elif field.annotation in (dict[str, str],):
-                values[name] = json.loads(raw)
+                try:
+                    values[name] = json.loads(raw)
+                except ValueError:
+                    values[name] = raw  # not JSON: validation below names the variable
             else:
                 values[name] = raw
         return cls.model_validate(values)

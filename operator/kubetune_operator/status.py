@@ -87,7 +87,7 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
                 trained=(ConditionStatus.UNKNOWN, "Suspended", "suspended"),
                 start=start,
             )
-        if trainer.ready or (trainer.active and trainer.start_time):
+        if trainer.ready:
             return _decision(
                 Phase.TRAINING,
                 "Training",
@@ -151,6 +151,17 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
             start,
             metrics=trained_metrics,
             artifacts=_artifacts(trainer),
+        )
+    if not exporter.complete and ftj.spec.suspend:
+        return _decision(
+            Phase.SUSPENDED,
+            "Suspended",
+            "spec.suspend is true: the export is stopped",
+            trained=trained,
+            exported=(ConditionStatus.UNKNOWN, "Suspended", "suspended"),
+            metrics=trained_metrics,
+            artifacts=_artifacts(trainer),
+            start=start,
         )
     if not exporter.complete:
         return _decision(
@@ -256,13 +267,17 @@ def failure_message(stage: str, job: ChildJob) -> str:
 
 def _metrics(job: ChildJob) -> dict[str, float]:
     last = job.last_outcome()
-    raw = last.result().get("metrics", {}) if last else {}
+    raw = last.result().get("metrics") if last else None
+    if not isinstance(raw, dict):
+        return {}
     return {k: float(v) for k, v in raw.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def _artifacts(job: ChildJob) -> list[Artifact]:
     last = job.last_outcome()
-    items = last.result().get("artifacts", []) if last else []
+    items = last.result().get("artifacts") if last else None
+    if not isinstance(items, list):
+        return []
     out = []
     for item in items:
         try:
@@ -323,6 +338,8 @@ def new_status(ftj: FineTuneJob, decision: Decision, now: datetime) -> dict[str,
     old = ftj.status
     terminal = decision.phase in (Phase.SUCCEEDED, Phase.FAILED)
     generation = ftj.metadata.generation
+    same_run = old.run_id == ftj.spec_hash() and decision.action != Action.DELETE_STALE
+    idle_export = ("Pending", "ExportDisabled")
 
     def condition(type_: ConditionType, status: ConditionStatus, reason: str, message: str) -> Condition:
         return _condition(old, generation, now, type_, status, reason, message)
@@ -355,12 +372,14 @@ def new_status(ftj: FineTuneJob, decision: Decision, now: datetime) -> dict[str,
         conditions=conditions,
         observed_generation=generation,
         run_id=ftj.spec_hash(),
-        start_time=_parse_time(decision.start_time) or old.start_time,
+        # The Job's startTime moves on every resume; ours means "when training first started".
+        start_time=(old.start_time if same_run else None) or _parse_time(decision.start_time),
         completion_time=_parse_time(decision.completion_time) if terminal else None,
         trainer_job_name=f"{ftj.metadata.name}-train",
-        export_job_name=f"{ftj.metadata.name}-export" if decision.exported[1] != "Pending" else None,
-        artifacts=decision.artifacts or old.artifacts,
-        metrics={**old.metrics, **decision.metrics},
+        export_job_name=f"{ftj.metadata.name}-export" if decision.exported[1] not in idle_export else None,
+        # Results of an earlier spec revision never show under the new run id.
+        artifacts=decision.artifacts or (old.artifacts if same_run else []),
+        metrics={**(old.metrics if same_run else {}), **decision.metrics},
         message=decision.message,
     )
     # Fields sent as null are removed by the merge patch (e.g. completionTime after a new revision).

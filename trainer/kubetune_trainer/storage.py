@@ -179,9 +179,10 @@ class Storage:
             try:
                 self.client.head_object(Bucket=location.bucket, Key=location.key)
             except ClientError as exc:
-                # HEAD has no body: a missing key and a missing bucket both read as 404 here; the
-                # listing that follows tells them apart.
-                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                # HEAD responses have no body, so S3 sends bare status codes: a missing key or
+                # bucket is 404, a bad signature or a denied read 403. The listing that follows
+                # (or the GET) answers with the precise error code.
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "403"):
                     return False
                 raise
         return True

@@ -120,7 +120,7 @@ def _pod_spec(
         if value is not None:
             limits[key] = requests[key] = str(value)
     tolerations = [client.V1Toleration(**t.model_dump(exclude_none=True)) for t in resources.tolerations]
-    if gpus:
+    if gpus and not any(t.key == GPU_RESOURCE for t in tolerations):
         tolerations.append(GPU_TOLERATION)
     container = client.V1Container(
         name=component,
@@ -148,7 +148,10 @@ def _pod_spec(
             ),
             client.V1Volume(name="workspace", empty_dir=client.V1EmptyDirVolumeSource()),
         ],
-        node_selector=dict(resources.node_selector) if gpus and resources.node_selector else None,
+        # The user's node selector places the trainer; a CPU-only export may run anywhere.
+        node_selector=dict(resources.node_selector)
+        if resources.node_selector and (component == names.TRAINER or gpus)
+        else None,
         tolerations=tolerations or None,
         priority_class_name=resources.priority_class_name,
     )

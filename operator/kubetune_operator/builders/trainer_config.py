@@ -22,6 +22,22 @@ def trainer_config(ftj: FineTuneJob) -> TrainerConfig:
         raise UnsupportedSpec("resources.nodes > 1 is not supported by this trainer version")
     if spec.dataset.format not in ("auto", "text") or not spec.dataset.text_template:
         raise UnsupportedSpec("this trainer version needs dataset.textTemplate (format text)")
+    unsupported = {
+        "export.onnx.enabled: false": not spec.export.onnx.enabled and spec.export.enabled,
+        "export.mergedModel: false": not spec.export.merged_model,
+        "training.packing: true": spec.training.packing,
+    }
+    for field, asked in unsupported.items():
+        if asked:
+            raise UnsupportedSpec(f"{field} is not supported by this trainer version")
+    for where, source in (("baseModel", spec.base_model), ("dataset", spec.dataset)):
+        ref = source.credentials_secret_ref
+        if ref is not None and ref != spec.output.credentials_secret_ref:
+            # The trainer reads every S3 object with one set of credentials: output's.
+            raise UnsupportedSpec(
+                f"{where}.credentialsSecretRef differs from output.credentialsSecretRef; this trainer "
+                "version reads all S3 objects with output's credentials"
+            )
     lora = spec.lora
     assert lora is not None  # the CRD requires it for lora
     if lora.use_dora:

@@ -59,15 +59,11 @@ class Reconciler:
         elif decision.action == Action.DELETE_FINETUNEJOB:
             self.children.delete_finetunejob(ftj)
             events.append(Event("Normal", "Expired", "ttlSecondsAfterFinished passed: deleting"))
-        trainer = observed.trainer
-        if (
-            trainer
-            and not trainer.complete
-            and not trainer.failed_reason
-            and trainer.spec_suspend != ftj.spec.suspend
-        ):
-            self.children.set_suspend(ftj, trainer.name, ftj.spec.suspend)
-            events.append(Event("Normal", "Suspended" if ftj.spec.suspend else "Resumed", trainer.name))
+        for child in (observed.trainer, observed.exporter):
+            unfinished = child is not None and not child.complete and not child.failed_reason
+            if child is not None and unfinished and child.spec_suspend != ftj.spec.suspend:
+                self.children.set_suspend(ftj, child.name, ftj.spec.suspend)
+                events.append(Event("Normal", "Suspended" if ftj.spec.suspend else "Resumed", child.name))
         return events
 
     def write_status(self, meta: ObjectMeta, current: FineTuneJobStatus, status: dict[str, Any]) -> bool:

@@ -1,0 +1,99 @@
+"""Runs helm and kubectl for the chart tests: the local cluster kit's binaries first on PATH.
+
+helm and kubectl come from the kit's build (`devcluster.settings.bin_dir()`), never from whatever
+else is installed, so the versions match the local cluster. Rendering needs no cluster; anything
+given a kubeconfig needs `cluster_env` (the fixture in tests/conftest.py) and talks to it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devcluster import settings
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "kubetune"
+CRD_NAME = "kubetune.dev_finetunejobs.yaml"
+# The chart's floor (Chart.yaml kubeVersion): rendering for it proves the templates need nothing newer.
+# helm template otherwise assumes v1.20, which the chart refuses.
+KUBE_VERSION = "1.30.0"
+
+
+def tool_env(cluster_env: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    # Without a cluster, a kubeconfig from the caller's environment must not leak into the run.
+    env.pop("KUBECONFIG", None)
+    if cluster_env is not None:
+        env.update(cluster_env)
+    env["PATH"] = f"{settings.bin_dir()}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def run(
+    *args: str, cluster_env: dict[str, str] | None = None, input: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Runs a tool; with check, a failure raises an AssertionError carrying its output."""
+    result = subprocess.run(
+        args, env=tool_env(cluster_env), capture_output=True, text=True, input=input, timeout=300
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {result.returncode}:\n{result.stderr}{result.stdout}")
+    return result
+
+
+def helm(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return run("helm", *args, **kw)
+
+
+def kubectl(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return run("kubectl", *args, **kw)
+
+
+def set_args(values: dict[str, str] | None = None, strings: dict[str, str] | None = None) -> list[str]:
+    """--set flags (a value in {braces} is a list, digits a number) and --set-string flags."""
+    return [arg for key, value in (values or {}).items() for arg in ("--set", f"{key}={value}")] + [
+        arg for key, value in (strings or {}).items() for arg in ("--set-string", f"{key}={value}")
+    ]
+
+
+def template(
+    *extra: str,
+    release: str = "kt",
+    namespace: str = "kubetune-system",
+    values: dict[str, str] | None = None,
+    strings: dict[str, str] | None = None,
+) -> str:
+    return helm(
+        "template",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
+        *set_args(values, strings),
+        *extra,
+    ).stdout
+
+
+def documents(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def render(**kw: Any) -> list[dict[str, Any]]:
+    return documents(template(**kw))
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {[d['metadata']['name'] for d in found]}"
+    return found[0]

@@ -1,0 +1,216 @@
+"""The chart offline: helm lint, what `helm template` renders for the two RBAC modes, the values schema."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from chart_tools import (
+    CHART,
+    CRD_NAME,
+    KUBE_VERSION,
+    REPO,
+    by_kind,
+    documents,
+    helm,
+    one,
+    render,
+    set_args,
+    template,
+)
+
+NAMESPACES = "{team-a,team-b}"
+
+
+def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def env_of(deployment: dict[str, Any]) -> dict[str, str]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", "") for e in container["env"]}
+
+
+def test_lint_strict() -> None:
+    helm("lint", "--strict", str(CHART))
+
+
+def test_crd_in_chart_is_the_generated_one() -> None:
+    # hack/generate-crd writes both copies; the chart's must never drift from crds/.
+    assert (CHART / "crds" / CRD_NAME).read_bytes() == (REPO / "crds" / CRD_NAME).read_bytes()
+    shown = helm("show", "crds", str(CHART)).stdout
+    assert [d["metadata"]["name"] for d in documents(shown)] == ["finetunejobs.kubetune.dev"]
+
+
+def test_default_render_is_cluster_wide() -> None:
+    docs = render()
+    assert sorted({d["kind"] for d in docs}) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
+    crd = [d for d in documents(template("--include-crds")) if d["kind"] == "CustomResourceDefinition"]
+    assert [d["metadata"]["name"] for d in crd] == ["finetunejobs.kubetune.dev"]
+
+    role = one(docs, "ClusterRole")
+    binding = one(docs, "ClusterRoleBinding")
+    sa = one(docs, "ServiceAccount")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "kubetune-system"}
+    ]
+    assert env_of(one(docs, "Deployment"))["KUBETUNE_NAMESPACES"] == ""
+
+
+def test_watch_namespaces_render_a_role_per_namespace() -> None:
+    docs = render(values={"watchNamespaces": NAMESPACES})
+    roles = by_kind(docs, "Role")
+    bindings = by_kind(docs, "RoleBinding")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["subjects"][0]["namespace"] == "kubetune-system"
+    # The only cluster-scoped grant left is Kopf's read-only discovery.
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    assert rules_of(cluster_role) == {
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+        ("", "namespaces"): {"list", "watch"},
+    }
+    assert env_of(one(docs, "Deployment"))["KUBETUNE_NAMESPACES"] == "team-a,team-b"
+
+    strict = render(values={"watchNamespaces": NAMESPACES, "rbac.clusterDiscovery": "false"})
+    assert not by_kind(strict, "ClusterRole") and not by_kind(strict, "ClusterRoleBinding")
+
+
+def test_rules_are_the_operators_calls_and_no_more() -> None:
+    expected = {
+        ("kubetune.dev", "finetunejobs"): {"get", "list", "watch", "patch", "delete"},
+        ("kubetune.dev", "finetunejobs/status"): {"get", "patch", "update"},
+        ("kubetune.dev", "finetunejobs/finalizers"): {"update"},
+        ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("", "pods"): {"get", "list", "watch"},
+        ("", "configmaps"): {"get", "create", "delete"},
+        ("", "serviceaccounts"): {"get", "create"},
+        ("rbac.authorization.k8s.io", "roles"): {"get", "create"},
+        ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create"},
+        ("", "events"): {"create", "patch"},
+        ("events.k8s.io", "events"): {"create", "patch"},
+    }
+    cluster = rules_of(one(render(), "ClusterRole"))
+    assert cluster == expected | {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
+    for role in by_kind(render(values={"watchNamespaces": NAMESPACES}), "Role"):
+        assert rules_of(role) == expected
+    assert not any(r == "secrets" or "*" in (r, g) for g, r in cluster)
+    assert not any("*" in verbs or {"bind", "escalate", "impersonate"} & verbs for verbs in cluster.values())
+
+
+def test_deployment() -> None:
+    values = {
+        "image.repository": "registry.example/kubetune",
+        "image.tag": "1.2.3",
+        "extraEnv[0].name": "EXTRA",
+        "extraEnv[0].value": "x",
+        "podAnnotations.team": "ml",
+        "nodeSelector.pool": "system",
+        "tolerations[0].key": "dedicated",
+        "tolerations[0].operator": "Exists",
+    }
+    deployment = one(render(values=values, strings={"trainerEnv.HF_HUB_OFFLINE": "1"}), "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert spec["template"]["metadata"]["annotations"] == {"team": "ml"}
+    assert pod["nodeSelector"] == {"pool": "system"}
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["image"] == "registry.example/kubetune:1.2.3"
+    assert container["command"] == ["python", "-m", "kubetune_operator"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"healthz": 8080, "metrics": 9090}
+
+    env = env_of(deployment)
+    # The operator reads every KUBETUNE_* variable through OperatorSettings.from_env().
+    assert env["KUBETUNE_TRAINER_IMAGE"] == "registry.example/kubetune:1.2.3"
+    assert env["KUBETUNE_IMAGE_PULL_POLICY"] == "IfNotPresent"
+    assert json.loads(env["KUBETUNE_TRAINER_ENV"]) == {"HF_HUB_OFFLINE": "1"}
+    assert env["KUBETUNE_LIVENESS_PORT"] == "8080"
+    assert env["KUBETUNE_METRICS_PORT"] == "9090"
+    assert env["KUBETUNE_EXPORT_ON_GPU"] == "false"
+    assert env["EXTRA"] == "x"
+
+    trainer = env_of(one(render(values={"trainerImage": "other/trainer:9"}), "Deployment"))
+    assert trainer["KUBETUNE_TRAINER_IMAGE"] == "other/trainer:9"
+
+
+def test_settings_parse_the_rendered_environment() -> None:
+    from kubetune_operator.settings import OperatorSettings
+
+    values = {"watchNamespaces": NAMESPACES, "trainerEnv.A": "b", "exportOnGpu": "true"}
+    env = env_of(one(render(values=values), "Deployment"))
+    parsed = OperatorSettings.from_env(env)
+    assert parsed.namespaces == ["team-a", "team-b"]
+    assert parsed.trainer_env == {"A": "b"}
+    assert parsed.export_on_gpu is True
+    assert parsed.trainer_image == "ghcr.io/kubetune/kubetune:0.1.0"
+
+
+def test_metrics_off_and_service_monitor() -> None:
+    off = render(values={"metrics.enabled": "false"})
+    assert not by_kind(off, "Service")
+    assert env_of(one(off, "Deployment"))["KUBETUNE_METRICS_PORT"] == "0"
+
+    docs = render(values={"metrics.serviceMonitor.enabled": "true", "metrics.serviceMonitor.labels.a": "b"})
+    monitor = one(docs, "ServiceMonitor")
+    service = one(docs, "Service")
+    assert monitor["metadata"]["labels"]["a"] == "b"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    selected = monitor["spec"]["selector"]["matchLabels"]
+    assert selected.items() <= service["metadata"]["labels"].items()
+
+
+def test_cluster_scoped_names_include_the_release_namespace() -> None:
+    # Two releases of the same name in different namespaces must not claim the same ClusterRole.
+    first = one(render(namespace="one"), "ClusterRole")["metadata"]["name"]
+    second = one(render(namespace="two"), "ClusterRole")["metadata"]["name"]
+    assert first != second
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"watchNamespaces": "team-a"}, "want array"),
+        ({"watchNamespaces": "{Team_A}"}, "does not match pattern"),
+        ({"trainerEnv.A": "1"}, "want string"),
+        ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy"),
+        ({"replicas": "2"}, "additional properties 'replicas' not allowed"),
+        ({"metrics.port": "8080"}, "must differ"),
+    ],
+)
+def test_bad_values_are_refused(values: dict[str, str], message: str) -> None:
+    args = ["--kube-version", KUBE_VERSION, *set_args(values)]
+    result = helm("template", "kt", str(CHART), *args, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_kube_version_floor() -> None:
+    result = helm("template", "kt", str(CHART), "--kube-version", "1.29.9", check=False)
+    assert result.returncode != 0
+    assert "kubeVersion" in result.stderr, result.stderr
