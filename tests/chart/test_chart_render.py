@@ -150,6 +150,9 @@ def test_deployment() -> None:
     assert env["KUBETUNE_TRAINER_IMAGE"] == "registry.example/kubetune:1.2.3"
     assert env["KUBETUNE_IMAGE_PULL_POLICY"] == "IfNotPresent"
     assert json.loads(env["KUBETUNE_TRAINER_ENV"]) == {"HF_HUB_OFFLINE": "1"}
+    # The endpoints listen on the pod's IP: no clash where pods share a host's network.
+    (listen,) = [e for e in container["env"] if e["name"] == "KUBETUNE_LISTEN_ADDRESS"]
+    assert listen["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert env["KUBETUNE_LIVENESS_PORT"] == "8080"
     assert env["KUBETUNE_METRICS_PORT"] == "9090"
     assert env["KUBETUNE_EXPORT_ON_GPU"] == "false"
@@ -164,6 +167,7 @@ def test_settings_parse_the_rendered_environment() -> None:
 
     values = {"watchNamespaces": NAMESPACES, "trainerEnv.A": "b", "exportOnGpu": "true"}
     env = env_of(one(render(values=values), "Deployment"))
+    env["KUBETUNE_LISTEN_ADDRESS"] = "10.1.2.3"  # what the kubelet resolves status.podIP to
     parsed = OperatorSettings.from_env(env)
     assert parsed.namespaces == ["team-a", "team-b"]
     assert parsed.trainer_env == {"A": "b"}
@@ -201,6 +205,7 @@ def test_cluster_scoped_names_include_the_release_namespace() -> None:
         ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy"),
         ({"replicas": "2"}, "additional properties 'replicas' not allowed"),
         ({"metrics.port": "8080"}, "must differ"),
+        ({"operator.listenAddress": "::"}, "/operator/listenAddress"),
     ],
 )
 def test_bad_values_are_refused(values: dict[str, str], message: str) -> None:

@@ -74,7 +74,11 @@ class PodRunner(threading.Thread):
         meta = pod["metadata"]
         super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
         self.agent = agent
-        self.pod = pod
+        # The downward API (fieldRef status.podIP) must see the address before the status is written.
+        self.pod = {
+            **pod,
+            "status": {**(pod.get("status") or {}), "podIP": pod_ip, "podIPs": [{"ip": pod_ip}]},
+        }
         self.pod_ip = pod_ip
         self.namespace: str = meta["namespace"]
         self.pod_name: str = meta["name"]
