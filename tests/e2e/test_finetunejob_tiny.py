@@ -74,8 +74,9 @@ def test_tiny_job_trains_exports_and_reports(
     raw = s3.get_object(Bucket=manifest_bucket, Key=manifest_key)["Body"].read()
     assert hashlib.sha256(raw).hexdigest() == kinds["manifest"]["sha256"]
     manifest = json.loads(raw)
-    files = manifest["files"]
-    assert any(f["path"].startswith("onnx/") and f["path"].endswith(".onnx") for f in files), files
+    assert {"adapter", "merged", "onnx"} <= manifest["files"].keys(), manifest["files"].keys()
+    files = [entry for group in manifest["files"].values() for entry in group]
+    assert any(f["uri"].endswith("/onnx/model.onnx") for f in files), files
     for entry in files:
         bucket, key = s3_location(entry["uri"])
         data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()

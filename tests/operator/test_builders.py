@@ -506,7 +506,8 @@ def test_configmap_holds_a_config_the_trainer_accepts() -> None:
     assert cfg.run_id == ftj.spec_hash()
     assert (cfg.name, cfg.namespace) == ("tiny", NAMESPACE)
     assert cfg == trainer_config(ftj)
-    assert cfg.output.uri == "s3://kubetune-dev/runs/tiny"
+    # Each spec revision gets its own prefix under spec.output.uri, named by the run id.
+    assert cfg.output.uri == f"s3://kubetune-dev/runs/tiny/{ftj.spec_hash()}"
     assert json.loads(cm["data"][names.CONFIG_KEY])["runId"] == ftj.spec_hash()
 
 

@@ -54,9 +54,11 @@ def configure_logging() -> None:
 
 
 def run_entrypoint(name: str, job: Callable[[], object]) -> int:
-    """Run `job`, turning failures into a distinct exit code and a termination message."""
+    """Run `job`, turning failures into a distinct exit code and a termination message.
+
+    A job that returns a string (its result document) leaves it as the termination message."""
     try:
-        job()
+        result = job()
     except TrainerError as exc:
         log.error("%s failed: %s", name, exc)
         write_termination_message(str(exc))
@@ -65,5 +67,7 @@ def run_entrypoint(name: str, job: Callable[[], object]) -> int:
         log.exception("%s failed unexpectedly", name)
         write_termination_message(f"{ExitCode.UNEXPECTED.name}: {type(exc).__name__}: {exc}")
         return int(ExitCode.UNEXPECTED)
+    if isinstance(result, str):
+        write_termination_message(result)  # the result document the operator reads
     log.info("%s finished", name)
     return 0

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kubetune_trainer import result as run_result
 from kubetune_trainer.cli import configure_logging, parse_args, run_entrypoint
 from kubetune_trainer.config import ExportSpec, TrainerConfig, load_config
 from kubetune_trainer.errors import export_error, model_error
@@ -292,10 +293,39 @@ def export(cfg: TrainerConfig, workdir: Path, storage: Storage | None = None) ->
     return manifest
 
 
+ARTIFACT_KINDS = {"adapter": "adapter", "merged": "merged", "onnx": "onnx", "onnx-adapter": "onnxAdapter"}
+
+
+def result_document(cfg: TrainerConfig, manifest: dict[str, Any], manifest_file: Path) -> str:
+    """What the operator puts in status: one artifact per folder plus the manifest, and parity."""
+    artifacts = [
+        run_result.folder_artifact(
+            ARTIFACT_KINDS[group], join_uri(cfg.output.uri, group), entries_of(entries)
+        )
+        for group, entries in manifest["files"].items()
+    ]
+    artifacts.append(
+        run_result.file_artifact("manifest", join_uri(cfg.output.uri, MANIFEST_FILE), manifest_file)
+    )
+    renamed = {"prompts": "parityPrompts", "firstNTokens": "parityFirstNTokens"}
+    parity = {renamed.get(k, k): v for k, v in manifest["parity"].items()}
+    return run_result.render(parity, artifacts)
+
+
+def entries_of(entries: list[dict[str, Any]]) -> list[FileEntry]:
+    return [FileEntry(**e) for e in entries]
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
     args = parse_args("python -m kubetune_trainer.export", argv)
-    return run_entrypoint("export", lambda: export(load_config(args.config), args.workdir))
+
+    def job() -> str:
+        cfg = load_config(args.config)
+        manifest = export(cfg, args.workdir)
+        return result_document(cfg, manifest, args.workdir / "export" / MANIFEST_FILE)
+
+    return run_entrypoint("export", job)
 
 
 if __name__ == "__main__":

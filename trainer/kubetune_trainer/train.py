@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubetune_trainer import result as run_result
 from kubetune_trainer.cli import configure_logging, parse_args, run_entrypoint
 from kubetune_trainer.config import BaseModelSpec, DatasetSpec, TrainerConfig, load_config
 from kubetune_trainer.data import (
@@ -158,19 +159,21 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
         },
     )
     adapter_dir = save_adapter(peft_model, tokenizer, metrics, workdir / "adapter")
-    storage.upload_dir(adapter_dir, join_uri(cfg.output.uri, "adapter"))
+    adapter_uri = join_uri(cfg.output.uri, "adapter")
+    entries = storage.upload_dir(adapter_dir, adapter_uri)
     sink.metrics(metrics)
     log.info("metrics %s", json.dumps(metrics, sort_keys=True))
-    return metrics
+    return {**metrics, "artifacts": [run_result.folder_artifact("adapter", adapter_uri, entries)]}
 
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
     args = parse_args("python -m kubetune_trainer.train", argv)
 
-    def job() -> None:
+    def job() -> str:
         cfg = load_config(args.config)
-        train(cfg, args.workdir, sink_from_env(args.progress_file, cfg.namespace))
+        outcome = train(cfg, args.workdir, sink_from_env(args.progress_file, cfg.namespace))
+        return run_result.render(outcome, outcome.pop("artifacts"))
 
     return run_entrypoint("train", job)
 

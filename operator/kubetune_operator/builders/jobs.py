@@ -171,6 +171,8 @@ def _env(ftj: FineTuneJob, settings: OperatorSettings) -> list[client.V1EnvVar]:
         # Models and data come from the spec's URIs only, never from a hub.
         client.V1EnvVar(name="HF_HUB_OFFLINE", value="1"),
         client.V1EnvVar(name="HF_HOME", value=f"{WORKSPACE}/hf-home"),
+        # Downloads and outputs go to the pod's scratch volume, not the container's /tmp.
+        client.V1EnvVar(name="KUBETUNE_WORKDIR", value=WORKSPACE),
         client.V1EnvVar(name="TOKENIZERS_PARALLELISM", value="false"),
         client.V1EnvVar(name="AWS_DEFAULT_REGION", value=output.region or "us-east-1"),
         # boto3 >= 1.36 sends checksums that many S3-compatible stores reject.

@@ -84,7 +84,8 @@ def trainer_config(ftj: FineTuneJob) -> TrainerConfig:
             "loggingSteps": training.logging_steps,
             "evalSteps": training.eval_steps,
         },
-        "output": {"uri": spec.output.uri},
+        # Each spec revision writes under its own run id: a deterministic, never-overwritten path.
+        "output": {"uri": f"{spec.output.uri.rstrip('/')}/{ftj.spec_hash()}"},
         "export": {
             "precision": onnx.precision,
             "executionProvider": onnx.execution_provider,
