@@ -72,3 +72,51 @@ def deleted(read: Callable[[], Any]) -> bool:
     except ApiException as e:
         return e.status == 404
     return False
+
+
+class StatusRecorder:
+    """Records every status a FineTuneJob goes through (a watch sees each update, polling may not)."""
+
+    def __init__(self, custom: client.CustomObjectsApi, namespace: str, name: str) -> None:
+        import threading
+
+        self.custom, self.namespace, self.name = custom, namespace, name
+        self.statuses: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> StatusRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        from kubernetes import watch
+
+        while not self._stop.is_set():
+            stream = watch.Watch().stream(
+                self.custom.list_namespaced_custom_object,
+                "kubetune.dev",
+                "v1alpha1",
+                self.namespace,
+                "finetunejobs",
+                field_selector=f"metadata.name={self.name}",
+                timeout_seconds=5,
+            )
+            for event in stream:
+                self.statuses.append(event["raw_object"].get("status") or {})
+                if self._stop.is_set():
+                    return
+
+    def phases(self) -> list[str]:
+        return [s["phase"] for s in self.statuses if s.get("phase")]
+
+    def training_steps(self) -> set[int]:
+        return {
+            s["progress"]["step"]
+            for s in self.statuses
+            if s.get("phase") == "Training" and (s.get("progress") or {}).get("step") is not None
+        }

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from e2e_support import apply_ftj, deleted, events_for, get_ftj, tiny_job, wait_phase
+from e2e_support import StatusRecorder, apply_ftj, deleted, events_for, get_ftj, tiny_job, wait_phase
 from support import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -33,23 +33,16 @@ def test_tiny_job_trains_exports_and_reports(
     body = tiny_job(
         "tiny", s3_seeded, training={**tiny_job("x", s3_seeded)["spec"]["training"], "maxSteps": 12}
     )
-    apply_ftj(custom, workspace, body)
-    seen: dict[str, set[Any]] = {"phases": set(), "steps": set()}
-
-    def record(obj: dict[str, Any]) -> None:
-        status = obj.get("status") or {}
-        seen["phases"].add(status.get("phase"))
-        step = (status.get("progress") or {}).get("step")
-        if step is not None and status.get("phase") == "Training":
-            seen["steps"].add(step)
-
-    ftj = wait_phase(custom, workspace, "tiny", {"Succeeded", "Failed"}, 600, on_poll=record)
+    with StatusRecorder(custom, workspace, "tiny") as recorder:
+        apply_ftj(custom, workspace, body)
+        ftj = wait_phase(custom, workspace, "tiny", {"Succeeded", "Failed"}, 600)
     status = ftj["status"]
     assert status["phase"] == "Succeeded", status
-    # Progress moved while the trainer ran, and ended at the last step.
-    assert {"Pending", "Training", "Exporting"} <= seen["phases"] | {"Pending"}, seen
-    assert "Training" in seen["phases"] and "Exporting" in seen["phases"], seen
-    assert len(seen["steps"]) >= 2, f"progress did not move during training: {seen}"
+    # The phases followed the children, and progress moved while the trainer ran.
+    phases = recorder.phases()
+    assert {"Training", "Exporting", "Succeeded"} <= set(phases), phases
+    assert phases.index("Training") < phases.index("Exporting") < phases.index("Succeeded"), phases
+    assert len(recorder.training_steps()) >= 2, f"progress did not move during training: {recorder.statuses}"
     assert status["progress"]["step"] == status["progress"]["totalSteps"] == 12
     assert status["progress"]["progressPercentage"] == 100
     conditions = {c["type"]: c["status"] for c in status["conditions"]}

@@ -96,10 +96,40 @@ def status_patch(progress: dict[str, Any] | None, metrics: dict[str, Any] | None
     """The merge-patch body for the FineTuneJob status subresource."""
     status: dict[str, Any] = {}
     if progress is not None:
-        status["progress"] = progress
+        status["progress"] = status_progress(progress)
     if metrics is not None:
-        status["metrics"] = metrics
+        # status.metrics is a map of numbers: the API server rejects the whole patch otherwise.
+        status["metrics"] = {
+            k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
     return {"status": status}
+
+
+# Snapshot key -> status.progress field of the FineTuneJob API (Kubeflow trainerStatus names);
+# anything else would be pruned by the API server.
+STATUS_PROGRESS_FIELDS = {
+    "step": "step",
+    "totalSteps": "totalSteps",
+    "percent": "progressPercentage",
+    "etaSeconds": "estimatedRemainingSeconds",
+    "epoch": "epoch",
+    "loss": "loss",
+    "evalLoss": "evalLoss",
+    "learningRate": "learningRate",
+    "tokensPerSecond": "tokensPerSecond",
+    "updatedAt": "updateTime",
+}
+INTEGER_FIELDS = {"progressPercentage", "estimatedRemainingSeconds"}
+
+
+def status_progress(progress: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, field in STATUS_PROGRESS_FIELDS.items():
+        value = progress.get(key)
+        if value is None:
+            continue
+        out[field] = int(value) if field in INTEGER_FIELDS else value
+    return out
 
 
 def _load_kube_api() -> Any:
@@ -252,8 +282,8 @@ class ProgressCallback(TrainerCallback):
             if source in logs:
                 self.last[target] = _finite(logs[source])
         if "loss" in logs or "eval_loss" in logs:
-            # An evaluation after training (trainer.evaluate()) keeps the "trained" phase.
-            self.sink.progress(self.snapshot(state, self.phase), final=self.phase == "trained")
+            # Every logging step reaches the status (final=True bypasses the sinks' throttling).
+            self.sink.progress(self.snapshot(state, self.phase), final=True)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.end, self.phase = self.clock(), "trained"
