@@ -83,7 +83,9 @@ def _watch(custom: client.CustomObjectsApi, name: str) -> dict[str, Any]:
     last = None
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
-        obj = custom.get_namespaced_custom_object("kubetune.dev", "v1alpha1", NAMESPACE, "finetunejobs", name)
+        obj: dict[str, Any] = custom.get_namespaced_custom_object(  # type: ignore[assignment]
+            "kubetune.dev", "v1alpha1", NAMESPACE, "finetunejobs", name
+        )
         status = obj.get("status") or {}
         progress = status.get("progress") or {}
         line = (

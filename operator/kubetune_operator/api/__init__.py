@@ -32,6 +32,7 @@ from kubetune_operator.api.v1alpha1 import (
     Toleration,
     TrainingSpec,
     describe_errors,
+    plain_data,
 )
 
 __all__ = [
@@ -66,4 +67,5 @@ __all__ = [
     "Toleration",
     "TrainingSpec",
     "describe_errors",
+    "plain_data",
 ]

@@ -804,7 +804,7 @@ class FineTuneJob(_Model):
 
         Raises pydantic.ValidationError for a bad spec; the operator turns it into a permanent error.
         """
-        return cls.model_validate(_plain(obj))
+        return cls.model_validate(plain_data(obj))
 
     def spec_hash(self) -> str:
         return self.spec.spec_hash()
@@ -819,10 +819,10 @@ def describe_errors(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def _plain(value: Any) -> Any:
-    # Kopf hands out read-only Mapping views; pydantic wants plain dicts and lists.
+def plain_data(value: Any) -> Any:
+    """Plain dicts and lists from Kopf's read-only Mapping views (they must not outlive an event)."""
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_data(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain_data(v) for v in value]
     return value

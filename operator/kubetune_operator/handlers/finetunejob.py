@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -18,6 +17,7 @@ from kubetune_operator.api import (
     FineTuneJobStatus,
     ObjectMeta,
     describe_errors,
+    plain_data,
 )
 from kubetune_operator.builders import names
 from kubetune_operator.builders.trainer_config import trainer_config
@@ -49,12 +49,12 @@ def parse(body: kopf.Body) -> FineTuneJob:
 # ---- children, observed through indexes (no API calls per pass) ------------------------------------
 @kopf.index("batch", "v1", "jobs", labels=CHILD_SELECTOR)
 def child_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, labels.get(names.FINETUNEJOB_LABEL)): _plain(body)}
+    return {(namespace, labels.get(names.FINETUNEJOB_LABEL)): plain_data(body)}
 
 
 @kopf.index("", "v1", "pods", labels=CHILD_SELECTOR)
 def child_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, labels.get(names.FINETUNEJOB_LABEL)): _plain(body)}
+    return {(namespace, labels.get(names.FINETUNEJOB_LABEL)): plain_data(body)}
 
 
 def observe(namespace: str, name: str, jobs: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> Observed:
@@ -80,9 +80,9 @@ def validate(body: kopf.Body, **_: Any) -> None:
         parse(body)
     except InvalidSpec as e:
         message = f"invalid spec: {e}"
-        meta = ObjectMeta.model_validate(_plain(body.get("metadata", {})))
+        meta = ObjectMeta.model_validate(plain_data(body.get("metadata", {})))
         try:
-            current = FineTuneJobStatus.model_validate(_plain(body.get("status") or {}))
+            current = FineTuneJobStatus.model_validate(plain_data(body.get("status") or {}))
         except ValidationError:
             current = FineTuneJobStatus()
         new = invalid_spec_status(current, meta.generation, message, dt.datetime.now(dt.UTC))
@@ -135,12 +135,3 @@ def child_job_changed(
     result = runtime().reconciler.reconcile(ftj, observe(namespace, name, child_jobs, child_pods))
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-
-
-def _plain(value: Any) -> Any:
-    # Index values outlive the event that produced them: keep plain copies, not Kopf's live views.
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
