@@ -85,3 +85,39 @@ def test_bad_input_fails_once_with_a_clear_reason(
     assert len(core.list_namespaced_pod(workspace, label_selector="job-name=bad-train").items) == 1
     # Nothing that was in S3 before is lost.
     assert s3.head_object(Bucket=s3_seeded["bucket"], Key="datasets/tone/train.jsonl")["ETag"] == before
+
+
+def test_an_oom_killed_trainer_says_so(
+    operator_release: str,
+    workspace: str,
+    s3_seeded: dict[str, str],
+    custom: client.CustomObjectsApi,
+) -> None:
+    job = tiny_job("small", s3_seeded, backoffLimit=0)
+    job["spec"]["resources"]["memory"] = "200Mi"  # importing PyTorch alone needs more
+    apply_ftj(custom, workspace, job)
+
+    status = wait_phase(custom, workspace, "small", {"Failed", "Succeeded"}, 300)["status"]
+
+    assert status["phase"] == "Failed", status
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert "OOM-killed" in stalled["message"] and "spec.resources.memory" in stalled["message"], stalled
+
+
+def test_a_spec_this_version_cannot_run_fails_without_creating_jobs(
+    operator_release: str,
+    workspace: str,
+    s3_seeded: dict[str, str],
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    batch: client.BatchV1Api,
+) -> None:
+    apply_ftj(custom, workspace, tiny_job("later", s3_seeded, method="qlora"))
+
+    status = wait_phase(custom, workspace, "later", {"Failed", "Training", "Succeeded"}, 120)["status"]
+
+    assert status["phase"] == "Failed", status
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["reason"] == "InvalidSpec" and "qlora" in stalled["message"], stalled
+    assert batch.list_namespaced_job(workspace).items == []
+    assert any(e.type == "Warning" for e in events_for(core, workspace, "later"))
