@@ -120,4 +120,5 @@ def test_a_spec_this_version_cannot_run_fails_without_creating_jobs(
     stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
     assert stalled["reason"] == "InvalidSpec" and "qlora" in stalled["message"], stalled
     assert batch.list_namespaced_job(workspace).items == []
-    assert any(e.type == "Warning" for e in events_for(core, workspace, "later"))
+    warnings = [e for e in events_for(core, workspace, "later") if e.type == "Warning"]
+    assert any(e.reason == "InvalidSpec" and "qlora" in e.message for e in warnings), warnings

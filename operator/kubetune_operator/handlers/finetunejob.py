@@ -88,6 +88,7 @@ def validate(body: kopf.Body, **_: Any) -> None:
         new = invalid_spec_status(current, meta.generation, message, dt.datetime.now(dt.UTC))
         runtime().reconciler.write_status(meta, current, new)
         metrics.INVALID_SPECS.inc()
+        kopf.warn(body, reason="InvalidSpec", message=message)
         raise kopf.PermanentError(message) from e
 
 
