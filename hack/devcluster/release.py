@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 
@@ -17,8 +18,17 @@ def tool_env() -> dict[str, str]:
     return env
 
 
+def code_hash() -> str:
+    """Changes whenever the operator's code does: the pod runs this checkout, not an image."""
+    digest = hashlib.sha256()
+    for path in sorted((settings.REPO_ROOT / "operator").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def install(extra_args: list[str] | None = None) -> None:
-    """The chart from this checkout. The image is never pulled here: the pod runs this checkout."""
+    """The chart from this checkout. The image is never pulled here: the pod runs this checkout,
+    and a pod annotation with the code's hash makes `helm upgrade` restart it after a change."""
     subprocess.run(
         [
             "helm",
@@ -33,6 +43,8 @@ def install(extra_args: list[str] | None = None) -> None:
             "image.repository=kubetune",
             "--set",
             "image.tag=dev",
+            "--set-string",
+            f"podAnnotations.kubetune\\.dev/code-hash={code_hash()}",
             "--wait",
             "--timeout",
             "180s",

@@ -50,6 +50,15 @@ class ChildJob:
     completion_time: str | None = None
     outcomes: tuple[ContainerOutcome, ...] = field(default_factory=tuple)
 
+    @property
+    def done(self) -> bool:
+        """Succeeded: the Job says so, or (a second sooner, before the Job controller's next sync)
+        its single pod exited 0. One completion is all our Jobs ask for."""
+        return self.complete or (
+            not self.failed_reason
+            and any(o.exit_code == 0 and o.reason == "Completed" for o in self.outcomes)
+        )
+
     def last_outcome(self) -> ContainerOutcome | None:
         return max(self.outcomes, key=lambda o: o.finished_at, default=None)
 

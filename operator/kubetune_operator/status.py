@@ -78,7 +78,7 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
         message = failure_message("trainer", trainer)
         failed = (ConditionStatus.FALSE, "TrainingFailed", message)
         return _finished(ftj, now, Phase.FAILED, "TrainingFailed", message, failed, unknown, trainer, start)
-    if not trainer.complete:
+    if not trainer.done:
         if ftj.spec.suspend:
             return _decision(
                 Phase.SUSPENDED,
@@ -152,7 +152,7 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
             metrics=trained_metrics,
             artifacts=_artifacts(trainer),
         )
-    if not exporter.complete and ftj.spec.suspend:
+    if not exporter.done and ftj.spec.suspend:
         return _decision(
             Phase.SUSPENDED,
             "Suspended",
@@ -163,7 +163,7 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
             artifacts=_artifacts(trainer),
             start=start,
         )
-    if not exporter.complete:
+    if not exporter.done:
         return _decision(
             Phase.EXPORTING,
             "Exporting",
@@ -221,9 +221,9 @@ def _finished(
     metrics: dict[str, float] | None = None,
     artifacts: list[Artifact] | None = None,
 ) -> Decision:
-    completion = last.completion_time or (
-        ftj.status.completion_time.isoformat() if ftj.status.completion_time else now.isoformat()
-    )
+    # Kept once set: the Job's own completionTime arrives a sync later and must not move it.
+    previous = ftj.status.completion_time.isoformat() if ftj.status.completion_time else None
+    completion = previous or last.completion_time or now.isoformat()
     action = Action.NONE
     ttl = ftj.spec.ttl_seconds_after_finished
     if ttl is not None:

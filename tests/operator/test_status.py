@@ -681,3 +681,26 @@ def test_start_time_survives_suspend_and_resume() -> None:
     resumed: Child = (job("trainer", active=1, ready=1, startTime=STARTED), [])
     status = new_status(ftj, decide(ftj, observe(ftj, resumed, None), NOW), NOW)
     assert status["startTime"] == first
+
+
+def test_a_succeeded_trainer_pod_starts_the_export_before_the_job_controller_syncs() -> None:
+    """The Job controller marks the Job Complete a sync after its pod succeeded; a one-completion
+    Job's succeeded pod is already enough to move on."""
+    ftj = tiny()
+    finished = ago(1)
+    trainer: Child = (
+        job("trainer", active=1, ready=0, startTime=STARTED),
+        [pod("trainer", "tiny-train-a", 0, "Completed", result(TRAINER_METRICS, ADAPTER), finished)],
+    )
+    decision = decide(ftj, observe(ftj, trainer, None), NOW)
+    assert (decision.phase, decision.action) == (Phase.EXPORTING, Action.CREATE_EXPORTER)
+    assert decision.trained[0] == "True"
+
+
+def test_a_failed_job_wins_over_a_pod_that_exited_zero() -> None:
+    ftj = tiny()
+    trainer: Child = (
+        job("trainer", failed=1, conditions=(cond("Failed", "DeadlineExceeded", "deadline"),)),
+        [pod("trainer", "tiny-train-a", 0, "Completed", "", ago(1))],
+    )
+    assert decide(ftj, observe(ftj, trainer, None), NOW).phase == Phase.FAILED

@@ -143,6 +143,11 @@ def _load_kube_api() -> Any:
     return client.CustomObjectsApi()
 
 
+# Often enough to follow a run live; rare enough that a fast run is not slowed by API writes (each
+# patch is an etcd write and a watch event for the operator).
+DEFAULT_STATUS_INTERVAL = 2.0
+
+
 class KubernetesStatusSink:
     """Merge-patches the FineTuneJob's status, at most once per `min_interval` s plus a final patch.
 
@@ -153,7 +158,7 @@ class KubernetesStatusSink:
         self,
         name: str,
         namespace: str,
-        min_interval: float = 10.0,
+        min_interval: float = 2.0,
         api: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -170,7 +175,7 @@ class KubernetesStatusSink:
         if not name:
             return None
         namespace = os.environ.get(JOB_NAMESPACE_ENV) or default_namespace
-        return cls(name, namespace, float(os.environ.get(INTERVAL_ENV, "10")))
+        return cls(name, namespace, float(os.environ.get(INTERVAL_ENV, str(DEFAULT_STATUS_INTERVAL))))
 
     def progress(self, progress: dict[str, Any], final: bool = False) -> None:
         with self._lock:
@@ -282,8 +287,8 @@ class ProgressCallback(TrainerCallback):
             if source in logs:
                 self.last[target] = _finite(logs[source])
         if "loss" in logs or "eval_loss" in logs:
-            # Every logging step reaches the status (final=True bypasses the sinks' throttling).
-            self.sink.progress(self.snapshot(state, self.phase), final=True)
+            # An evaluation after training (trainer.evaluate()) keeps the "trained" phase.
+            self.sink.progress(self.snapshot(state, self.phase), final=self.phase == "trained")
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.end, self.phase = self.clock(), "trained"

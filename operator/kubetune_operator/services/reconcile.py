@@ -60,7 +60,7 @@ class Reconciler:
             self.children.delete_finetunejob(ftj)
             events.append(Event("Normal", "Expired", "ttlSecondsAfterFinished passed: deleting"))
         for child in (observed.trainer, observed.exporter):
-            unfinished = child is not None and not child.complete and not child.failed_reason
+            unfinished = child is not None and not child.done and not child.failed_reason
             if child is not None and unfinished and child.spec_suspend != ftj.spec.suspend:
                 self.children.set_suspend(ftj, child.name, ftj.spec.suspend)
                 events.append(Event("Normal", "Suspended" if ftj.spec.suspend else "Resumed", child.name))
