@@ -28,7 +28,7 @@ from devcluster import model, release, seed, settings
 from kubetune_operator.api import FineTuneJob
 from kubetune_operator.builders.trainer_config import trainer_config
 
-NAMESPACE = "kubetune-bench"
+NAMESPACE = f"kubetune-bench-{uuid.uuid4().hex[:6]}"  # a fresh one: the last may still be terminating
 
 
 def spec(bucket: str, steps: int, name: str) -> dict[str, Any]:
