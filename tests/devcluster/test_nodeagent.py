@@ -283,3 +283,28 @@ def test_pod_acts_as_its_service_account_and_rbac_is_enforced(
     (pod,) = job_pods(core, namespace, "rbac")
     result = json.loads(pod.status.container_statuses[0].state.terminated.message)
     assert result == {"namespace": namespace, "readable": "readable", "other": 403}
+
+
+def test_a_volume_over_the_projects_folder_does_not_hide_the_environment(
+    core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str
+) -> None:
+    """An emptyDir at /tmp (as a read-only-root pod has) must not hide a checkout that lives in /tmp."""
+    from devcluster import settings
+
+    covered = str(settings.REPO_ROOT.parent)
+    script = f"""
+        import os, kubetune_operator
+        assert os.listdir({covered!r}) == [os.path.basename({str(settings.REPO_ROOT)!r})], os.listdir({covered!r})
+        open("/dev/termination-log", "w").write("environment visible")
+    """
+    job = python_job(
+        "covered",
+        script,
+        volumes=[{"name": "scratch", "emptyDir": {}}],
+        mounts=[{"name": "scratch", "mountPath": covered}],
+    )
+    batch.create_namespaced_job(namespace, job)
+
+    wait_for(lambda: job_condition(batch, namespace, "covered", "Complete"), 120, "the Job to complete")
+    (pod,) = job_pods(core, namespace, "covered")
+    assert pod.status.container_statuses[0].state.terminated.message == "environment visible"

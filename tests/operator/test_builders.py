@@ -594,16 +594,52 @@ def test_spec_converts_to_trainer_config(case: Conversion) -> None:
 
 
 @pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        (
+            (set_("spec.method", "qlora"),),
+            {"method": "qlora", "quantization": {"bits": 4, "quantType": "nf4", "doubleQuant": True}},
+        ),
+        (
+            (
+                set_("spec.method", "qlora"),
+                set_("spec.quantization", {"quantType": "fp4", "doubleQuant": False, "computeDtype": "fp32"}),
+            ),
+            {"quantization": {"bits": 4, "quantType": "fp4", "doubleQuant": False, "computeDtype": "fp32"}},
+        ),
+        (
+            (set_("spec.method", "qlora"), set_("spec.quantization", {"bits": 8})),
+            {"quantization": {"bits": 8}},
+        ),
+        ((set_("spec.method", "full"), delete("spec.lora")), {"method": "full", "lora": None}),
+        ((set_("spec.lora.useDora", True),), {"method": "lora", "lora": {"useDora": True}}),
+    ],
+    ids=["qlora", "qlora-4bit-options", "qlora-8bit", "full", "dora"],
+)
+def test_methods_convert_to_trainer_config(edits: tuple[Edit, ...], expected: dict[str, Any]) -> None:
+    converted = trainer_config(tiny(*edits))
+    # What the ConfigMap holds, and the trainer parses back.
+    document = converted.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert parse_config(document) == converted
+    for key, value in expected.items():
+        if isinstance(value, dict):
+            assert value.items() <= document[key].items(), (key, document[key])
+        else:
+            assert document.get(key) == value, (key, document.get(key))
+
+
+@pytest.mark.parametrize(
     ("edits", "field_name"),
     [
-        ((set_("spec.method", "qlora"),), "method qlora"),
-        ((set_("spec.method", "full"), delete("spec.lora")), "method full"),
         ((set_("spec.resources.nodes", 2),), "resources.nodes"),
-        ((set_("spec.lora.useDora", True),), "lora.useDora"),
+        (
+            (set_("spec.method", "qlora"), set_("spec.quantization", {"bits": 8, "quantType": "fp4"})),
+            "quantization.quantType applies to bits 4 only",
+        ),
         ((delete("spec.dataset.textTemplate"),), "dataset.textTemplate"),
         ((set_("spec.dataset.format", "chat"), delete("spec.dataset.textTemplate")), "dataset.textTemplate"),
     ],
-    ids=["qlora", "full", "nodes-2", "dora", "no-template", "chat"],
+    ids=["nodes-2", "qlora-8bit-quant-type", "no-template", "chat"],
 )
 def test_unsupported_specs_are_rejected_naming_the_field(edits: tuple[Edit, ...], field_name: str) -> None:
     ftj = tiny(*edits)  # valid API: the CRD admits it

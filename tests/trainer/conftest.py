@@ -52,3 +52,41 @@ def _make_config(base_uri: str, output_uri: str, **overrides: Any) -> dict[str, 
 def make_config() -> Any:
     """Builds a trainer config (JSON form) on local paths; keyword overrides replace whole sections."""
     return _make_config
+
+
+class LossCurve:
+    """A progress sink that keeps the training loss logged at each step (use loggingSteps 1)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def progress(self, progress: dict[str, Any], final: bool = False) -> None:
+        self.events.append(dict(progress))
+
+    def metrics(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    @property
+    def losses(self) -> list[float]:
+        # Every snapshot carries the latest loss; the last one of a step holds that step's own.
+        by_step = {e["step"]: e["loss"] for e in self.events if e["phase"] == "training" and "loss" in e}
+        return [by_step[step] for step in sorted(by_step)]
+
+    def assert_falls(self, ratio: float) -> None:
+        """The mean of the last 3 logged losses is below `ratio` times the first one."""
+        losses = self.losses
+        print("loss curve:", " ".join(f"{x:.3f}" for x in losses))
+        assert len(losses) >= 4, losses
+        tail = sum(losses[-3:]) / 3
+        assert tail < ratio * losses[0], f"loss did not fall enough: {[round(x, 3) for x in losses]}"
+
+
+@pytest.fixture
+def loss_curve() -> LossCurve:
+    return LossCurve()
+
+
+@pytest.fixture(scope="session")
+def new_loss_curve() -> type[LossCurve]:
+    """For module-scoped fixtures, which cannot use `loss_curve`."""
+    return LossCurve

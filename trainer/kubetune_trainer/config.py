@@ -9,9 +9,18 @@ import hashlib
 import json
 import string
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from kubetune_trainer.errors import config_error
@@ -26,6 +35,12 @@ class _Spec(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid", protected_namespaces=()
     )
+
+
+def _unset(value: object) -> bool:
+    """For fields added after the first release: left out of dumps at their default, so an older
+    config keeps its exact JSON (the operator's ConfigMap) and its spec hash."""
+    return value is None or value is False
 
 
 def template_fields(template: str) -> list[str]:
@@ -81,6 +96,8 @@ class LoraSpec(_Spec):
     # None: discovered from the model (its attention projections, e.g. q/k/v/o_proj).
     target_modules: list[str] | None = None
     modules_to_save: list[str] | None = None
+    # Weight-decomposed LoRA: also trains a per-output-channel magnitude (slower per step).
+    use_dora: bool = Field(default=False, exclude_if=_unset)
 
     @field_validator("target_modules")
     @classmethod
@@ -88,6 +105,45 @@ class LoraSpec(_Spec):
         if value is not None and not value:
             raise ValueError("targetModules must name at least one module, or be omitted to discover them")
         return value
+
+
+Method = Literal["lora", "qlora", "full"]
+DType = Literal["bf16", "fp16", "fp32"]
+
+
+class QuantizationSpec(_Spec):
+    """bitsandbytes quantization of the frozen base weights (method qlora only).
+
+    The other fields apply to bits 4 only; None means the 4-bit default: nf4, double quantization,
+    bf16 compute. 8-bit matmuls run in the dtype of their input (fp32 after kbit preparation)."""
+
+    bits: Literal[4, 8] = 4
+    quant_type: Literal["nf4", "fp4"] | None = None
+    double_quant: bool | None = None
+    # The dtype 4-bit matmuls run in on the de-quantized weights.
+    compute_dtype: DType | None = None
+
+    @model_validator(mode="after")
+    def _four_bit_options(self) -> QuantizationSpec:
+        if self.bits == 8:
+            for name in ("quant_type", "double_quant", "compute_dtype"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"quantization.{to_camel(name)} applies to bits 4 only; remove it for bits 8"
+                    )
+        return self
+
+    @property
+    def four_bit_type(self) -> str:
+        return self.quant_type or "nf4"
+
+    @property
+    def four_bit_double_quant(self) -> bool:
+        return True if self.double_quant is None else self.double_quant
+
+    @property
+    def four_bit_compute_dtype(self) -> DType:
+        return self.compute_dtype or "bf16"
 
 
 LrScheduler = Literal[
@@ -130,8 +186,8 @@ class TrainingSpec(_Spec):
 
 
 class OutputSpec(_Spec):
-    # s3://bucket/prefix (or a local folder): the trainer writes <uri>/adapter/, the export job
-    # <uri>/merged/, <uri>/onnx/ and <uri>/manifest.json.
+    # s3://bucket/prefix (or a local folder): the trainer writes <uri>/adapter/ (lora, qlora) or
+    # <uri>/model/ (full), the export job <uri>/merged/ (lora, qlora), <uri>/onnx/ and <uri>/manifest.json.
     uri: str = Field(min_length=1)
 
 
@@ -173,20 +229,49 @@ class TrainerConfig(_Spec):
     run_id: str = Field(min_length=1)
     base_model: BaseModelSpec
     dataset: DatasetSpec
-    method: str = "lora"
+    # lora: an adapter on the full-precision base; qlora: an adapter on a 4/8-bit base; full: all weights.
+    method: Method = "lora"
     lora: LoraSpec = LoraSpec()
+    # qlora only; None there means 4-bit nf4 with double quantization.
+    quantization: QuantizationSpec | None = Field(default=None, exclude_if=_unset)
     training: TrainingSpec = TrainingSpec()
     output: OutputSpec
     export: ExportSpec = ExportSpec()
 
-    @field_validator("method")
-    @classmethod
-    def _lora_only(cls, value: str) -> str:
-        if value in ("qlora", "full"):
-            raise ValueError(f"method {value!r} is not supported yet; use 'lora'")
-        if value != "lora":
-            raise ValueError(f"unknown method {value!r}; use 'lora'")
-        return value
+    @model_validator(mode="after")
+    def _method_sections(self) -> TrainerConfig:
+        if self.quantization is not None and self.method != "qlora":
+            raise ValueError(f"quantization is only valid with method qlora, not {self.method}")
+        if self.method == "full":
+            if "lora" in self.model_fields_set:
+                raise ValueError("lora must not be set with method full (it trains every weight)")
+            if self.export.onnx_adapter:
+                raise ValueError("export.onnxAdapter needs a LoRA: method lora or qlora, not full")
+        elif self.lora.use_dora and self.export.onnx_adapter:
+            raise ValueError(
+                "export.onnxAdapter cannot carry DoRA magnitudes; set lora.useDora false or drop onnxAdapter"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_lora(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A full fine-tune has no adapter: its dumps (the operator's ConfigMap) carry no lora section,
+        # so they parse again.
+        data: dict[str, Any] = handler(self)
+        if self.method == "full":
+            data.pop("lora", None)
+        return data
+
+    @property
+    def uses_adapter(self) -> bool:
+        return self.method != "full"
+
+    @property
+    def effective_quantization(self) -> QuantizationSpec | None:
+        """qlora's quantization with its default filled in; None for the other methods."""
+        if self.method != "qlora":
+            return None
+        return self.quantization or QuantizationSpec()
 
     def spec_hash(self) -> str:
         """A stable hash of the whole configuration, recorded in the manifest."""

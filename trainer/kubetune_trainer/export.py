@@ -1,7 +1,11 @@
 """Export entrypoint: python -m kubetune_trainer.export --config config.json
 
-base + <output.uri>/adapter/ → merged safetensors → ONNX (onnxruntime-genai model builder)
-→ PyTorch-vs-ONNX parity on held-out prompts → <output.uri>/{merged,onnx}/ and manifest.json
+lora, qlora: fp32 base + <output.uri>/adapter/ → merged safetensors; full: <output.uri>/model/ as is
+→ ONNX (onnxruntime-genai model builder) → PyTorch-vs-ONNX parity on held-out prompts
+→ <output.uri>/{merged,onnx}/ and manifest.json
+
+A qlora adapter is merged into the full-precision base, never into the 4-bit weights it was trained
+on: the builder cannot read bitsandbytes weights, and nf4 would be a second, lossy quantization.
 """
 
 from __future__ import annotations
@@ -21,10 +25,17 @@ from typing import Any, TypeVar
 
 from kubetune_trainer import result as run_result
 from kubetune_trainer.cli import configure_logging, parse_args, run_entrypoint
-from kubetune_trainer.config import ExportSpec, TrainerConfig, load_config
+from kubetune_trainer.config import ExportSpec, QuantizationSpec, TrainerConfig, load_config
 from kubetune_trainer.errors import export_error, model_error
 from kubetune_trainer.storage import FileEntry, Storage, describe_file, join_uri
-from kubetune_trainer.train import METRICS_FILE, fetch_base_model, fetch_dataset
+from kubetune_trainer.train import (
+    ADAPTER_DIR,
+    METRICS_FILE,
+    MODEL_DIR,
+    fetch_base_model,
+    fetch_dataset,
+    trained_dir_name,
+)
 
 log = logging.getLogger("kubetune_trainer.export")
 
@@ -209,16 +220,32 @@ def describe_existing(folder: Path, uri: str) -> list[FileEntry]:
     ]
 
 
+def lora_manifest(trained_dir: Path) -> dict[str, Any] | None:
+    """The adapter's settings as peft saved them; None for a full fine-tune (no adapter)."""
+    config_file = trained_dir / "adapter_config.json"
+    if not config_file.is_file():
+        return None
+    adapter_config = json.loads(config_file.read_text())
+    return {
+        "r": adapter_config.get("r"),
+        "alpha": adapter_config.get("lora_alpha"),
+        "dropout": adapter_config.get("lora_dropout"),
+        "targetModules": sorted(adapter_config.get("target_modules") or []),
+        "modulesToSave": adapter_config.get("modules_to_save"),
+        "useDora": bool(adapter_config.get("use_dora")),
+    }
+
+
 def build_manifest(
     cfg: TrainerConfig,
     files: dict[str, list[FileEntry]],
-    adapter_dir: Path,
+    trained_dir: Path,
     dataset_sha256: dict[str, str],
     report: ParityReport,
     timings: dict[str, float],
 ) -> dict[str, Any]:
-    adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    metrics_file = adapter_dir / METRICS_FILE
+    metrics_file = trained_dir / METRICS_FILE
+    quantization = cfg.effective_quantization
     return {
         "name": cfg.name,
         "namespace": cfg.namespace,
@@ -227,18 +254,25 @@ def build_manifest(
         "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "baseModel": cfg.base_model.model_dump(mode="json", by_alias=True),
         "method": cfg.method,
-        "lora": {
-            "r": adapter_config.get("r"),
-            "alpha": adapter_config.get("lora_alpha"),
-            "dropout": adapter_config.get("lora_dropout"),
-            "targetModules": sorted(adapter_config.get("target_modules") or []),
-            "modulesToSave": adapter_config.get("modules_to_save"),
-        },
+        "lora": lora_manifest(trained_dir),
+        # qlora: the base-weight quantization training ran on (the export merges into fp32).
+        "quantization": quantization_manifest(quantization) if quantization is not None else None,
         "dataset": {**cfg.dataset.model_dump(mode="json", by_alias=True), "sha256": dataset_sha256},
         "export": {**cfg.export.model_dump(mode="json", by_alias=True), "timings": timings},
         "metrics": json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
         "parity": report.to_json(),
         "files": {group: [e.to_json() for e in entries] for group, entries in files.items()},
+    }
+
+
+def quantization_manifest(spec: QuantizationSpec) -> dict[str, Any]:
+    if spec.bits == 8:
+        return {"bits": 8}
+    return {
+        "bits": 4,
+        "quantType": spec.four_bit_type,
+        "doubleQuant": spec.four_bit_double_quant,
+        "computeDtype": spec.four_bit_compute_dtype,
     }
 
 
@@ -253,27 +287,78 @@ class _Timer:
         return result
 
 
+@dataclass(frozen=True)
+class Trained:
+    """What training left, made ready for the builder."""
+
+    model: Any  # fp32 PyTorch model for the parity check
+    tokenizer: Any
+    model_dir: Path  # the HF folder the ONNX model is built from
+    trained_dir: Path  # the downloaded adapter/ or model/ (settings and training metrics)
+    stored: dict[str, list[FileEntry]]  # groups already in S3, listed in the manifest
+    new_folders: dict[str, Path]  # groups this export uploads besides onnx/
+    base_dir: Path | None = None  # the fp32 base (lora, qlora)
+
+
+def merged_adapter(cfg: TrainerConfig, storage: Storage, workdir: Path, timed: _Timer) -> Trained:
+    """lora, qlora: the adapter merged into the fp32 base (never into 4-bit weights)."""
+    base_dir = timed("downloadBase", fetch_base_model, cfg.base_model, storage, workdir)
+    adapter_uri = join_uri(cfg.output.uri, ADAPTER_DIR)
+    adapter_dir = storage.download(adapter_uri, workdir / "adapter-in")
+    merged = workdir / "export" / "merged"
+    model, tokenizer = timed("merge", merge_adapter, base_dir, adapter_dir, merged)
+    return Trained(
+        model=model,
+        tokenizer=tokenizer,
+        model_dir=merged,
+        trained_dir=adapter_dir,
+        stored={ADAPTER_DIR: describe_existing(adapter_dir, adapter_uri)},
+        new_folders={"merged": merged},
+        base_dir=base_dir,
+    )
+
+
+def full_model(cfg: TrainerConfig, storage: Storage, workdir: Path, timed: _Timer) -> Trained:
+    """full: the fine-tuned model the trainer uploaded is already the model to export."""
+    import torch
+
+    from kubetune_trainer.models import load_model_and_tokenizer
+
+    model_uri = join_uri(cfg.output.uri, MODEL_DIR)
+    model_dir = timed("downloadModel", storage.download, model_uri, workdir / "model-in")
+    model, tokenizer = load_model_and_tokenizer(model_dir, torch.float32)
+    return Trained(
+        model=model,
+        tokenizer=tokenizer,
+        model_dir=model_dir,
+        trained_dir=model_dir,
+        stored={MODEL_DIR: describe_existing(model_dir, model_uri)},
+        new_folders={},
+    )
+
+
 def export(cfg: TrainerConfig, workdir: Path, storage: Storage | None = None) -> dict[str, Any]:
     storage, spec, out, timed = storage or Storage(), cfg.export, workdir / "export", _Timer()
-    base_dir = timed("downloadBase", fetch_base_model, cfg.base_model, storage, workdir)
-    adapter_uri = join_uri(cfg.output.uri, "adapter")
-    adapter_dir = storage.download(adapter_uri, workdir / "adapter-in")
+    out.mkdir(parents=True, exist_ok=True)
+    fetch_trained = merged_adapter if trained_dir_name(cfg) == ADAPTER_DIR else full_model
+    trained = fetch_trained(cfg, storage, workdir, timed)
     data = fetch_dataset(cfg.dataset, storage, workdir)
 
-    model, tokenizer = timed("merge", merge_adapter, base_dir, adapter_dir, out / "merged")
-    onnx_dir = timed("build", build_onnx, spec, out / "merged", out / "onnx", workdir / "builder-cache")
+    onnx_dir = timed("build", build_onnx, spec, trained.model_dir, out / "onnx", workdir / "builder-cache")
     swappable = None
-    if spec.onnx_adapter:
+    if spec.onnx_adapter and trained.base_dir is not None:
         swappable = timed(
             "buildAdapter",
             build_swappable_adapter,
             spec,
-            base_dir,
-            adapter_dir,
+            trained.base_dir,
+            trained.trained_dir,
             out / "onnx-adapter",
             workdir / "builder-cache",
         )
-    report = timed("parity", check_parity, cfg, model, tokenizer, onnx_dir, data.splits.eval, swappable)
+    report = timed(
+        "parity", check_parity, cfg, trained.model, trained.tokenizer, onnx_dir, data.splits.eval, swappable
+    )
     log.info("parity %s", json.dumps(report.to_json()))
     if spec.min_parity is not None and report.parity < spec.min_parity:
         raise export_error(f"ONNX parity {report.parity:.3f} is below export.minParity {spec.min_parity}")
@@ -281,19 +366,26 @@ def export(cfg: TrainerConfig, workdir: Path, storage: Storage | None = None) ->
     def upload(group: str, folder: Path) -> list[FileEntry]:
         return storage.upload_dir(folder, join_uri(cfg.output.uri, group))
 
-    files = {"adapter": describe_existing(adapter_dir, adapter_uri)}
-    folders = {"merged": out / "merged", "onnx": onnx_dir}
+    files = dict(trained.stored)
+    folders = {**trained.new_folders, "onnx": onnx_dir}
     if swappable is not None:
         folders["onnx-adapter"] = out / "onnx-adapter"
     for group, folder in folders.items():
         files[group] = timed("upload" + group.title().replace("-", ""), upload, group, folder)
-    manifest = build_manifest(cfg, files, adapter_dir, data.sha256, report, timed.seconds)
+    manifest = build_manifest(cfg, files, trained.trained_dir, data.sha256, report, timed.seconds)
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     storage.upload_file(out / MANIFEST_FILE, join_uri(cfg.output.uri, MANIFEST_FILE))
     return manifest
 
 
-ARTIFACT_KINDS = {"adapter": "adapter", "merged": "merged", "onnx": "onnx", "onnx-adapter": "onnxAdapter"}
+# A full fine-tune's model/ is the merged model: there is no adapter to merge.
+ARTIFACT_KINDS = {
+    "adapter": "adapter",
+    "merged": "merged",
+    "model": "merged",
+    "onnx": "onnx",
+    "onnx-adapter": "onnxAdapter",
+}
 
 
 def result_document(cfg: TrainerConfig, manifest: dict[str, Any], manifest_file: Path) -> str:

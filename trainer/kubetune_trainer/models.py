@@ -10,7 +10,9 @@ from kubetune_trainer.errors import model_error
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+    from kubetune_trainer.config import QuantizationSpec
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +89,35 @@ def ensure_hf_folder(path: Path, workdir: Path) -> Path:
 
 
 def load_model_and_tokenizer(
-    path: Path, dtype: torch.dtype
+    path: Path, dtype: torch.dtype, quantization_config: BitsAndBytesConfig | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quantized = {"quantization_config": quantization_config} if quantization_config is not None else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **quantized)
     except (ValueError, OSError, KeyError) as exc:
         raise model_error(f"cannot load base model from {path}: {exc}") from exc
     if tokenizer.pad_token is None:
         # Padding positions are masked out of attention and loss, so any token can stand in.
         tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def load_for_training(
+    path: Path, quantization: QuantizationSpec | None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The base in fp32; for qlora with the blocks' Linear layers quantized by bitsandbytes."""
+    import torch
+
+    if quantization is None:
+        return load_model_and_tokenizer(path, torch.float32)
+    from kubetune_trainer.quantization import keep_4bit_layers_trainable, to_bnb_config
+
+    model, tokenizer = load_model_and_tokenizer(path, torch.float32, to_bnb_config(quantization))
+    # Before any forward pass (the before-training generation check is one): see quantization.py.
+    keep_4bit_layers_trainable(model)
     return model, tokenizer
 
 

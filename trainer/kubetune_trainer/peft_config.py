@@ -1,4 +1,6 @@
-"""Converters from the typed config to library objects (peft LoraConfig, transformers TrainingArguments)."""
+"""Converters from the typed config to library objects (peft LoraConfig, transformers TrainingArguments).
+
+The bitsandbytes config for qlora is in quantization.py."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ def to_lora_config(spec: LoraSpec, model: Any) -> LoraConfig:
         target_modules=sorted(targets),
         modules_to_save=spec.modules_to_save,
         bias="none",
+        use_dora=spec.use_dora,
     )
 
 

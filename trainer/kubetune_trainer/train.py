@@ -1,6 +1,10 @@
 """Training entrypoint: python -m kubetune_trainer.train --config config.json
 
-config → base model → data → LoRA → HF Trainer → eval → adapter + metrics → <output.uri>/adapter/
+config → base model → data → method → HF Trainer → eval → weights + metrics → <output.uri>/...
+
+- lora: an adapter on the fp32 base → <output.uri>/adapter/
+- qlora: an adapter on a 4/8-bit bitsandbytes base → <output.uri>/adapter/
+- full: every weight trained in fp32 → the whole model (safetensors + tokenizer) → <output.uri>/model/
 """
 
 from __future__ import annotations
@@ -86,11 +90,49 @@ def training_metrics(
     }
 
 
-def save_adapter(model: Any, tokenizer: Any, metrics: dict[str, Any], out_dir: Path) -> Path:
+# Where each method's trained weights go under output.uri, and their artifact kind in the result.
+ADAPTER_DIR = "adapter"
+MODEL_DIR = "model"
+ARTIFACT_KINDS = {ADAPTER_DIR: "adapter", MODEL_DIR: "merged"}
+
+
+def trained_dir_name(cfg: TrainerConfig) -> str:
+    return ADAPTER_DIR if cfg.uses_adapter else MODEL_DIR
+
+
+def prepare_model(cfg: TrainerConfig, model: Any) -> Any:
+    """The model the Trainer optimizes: a LoRA/DoRA PeftModel, or (full) the model itself."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    from kubetune_trainer.peft_config import to_lora_config
+
+    if cfg.method == "full":
+        model.requires_grad_(True)
+        return model
+    if cfg.method == "qlora":
+        # Freezes the quantized base, upcasts the remaining weights to fp32 and, when asked, turns on
+        # gradient checkpointing with input gradients enabled.
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.training.gradient_checkpointing
+        )
+    return get_peft_model(model, to_lora_config(cfg.lora, model))
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """(trainable, total); peft counts each packed 4-bit weight at its real size."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        trainable, total = model.get_nb_trainable_parameters()
+        return int(trainable), int(total)
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def save_trained(model: Any, tokenizer: Any, metrics: dict[str, Any], out_dir: Path) -> Path:
+    """The adapter (lora, qlora) or the whole model as safetensors (full), tokenizer and metrics."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    model.save_pretrained(out_dir)
-    # The tokenizer travels with the adapter so the export job's prompts match training exactly.
+    model.save_pretrained(out_dir)  # safetensors
+    # The tokenizer travels with the weights so the export job's prompts match training exactly.
     tokenizer.save_pretrained(out_dir)
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return out_dir
@@ -111,17 +153,15 @@ def _generation_accuracy(cfg: TrainerConfig, model: Any, tokenizer: Any, rows: l
 
 
 def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storage | None = None) -> dict:
-    import torch
-    from peft import get_peft_model
     from transformers import Trainer
 
-    from kubetune_trainer.models import load_model_and_tokenizer
-    from kubetune_trainer.peft_config import to_lora_config, to_training_arguments
+    from kubetune_trainer.models import load_for_training
+    from kubetune_trainer.peft_config import to_training_arguments
 
     storage = storage or Storage()
     started = time.monotonic()
     base_dir = fetch_base_model(cfg.base_model, storage, workdir)
-    model, tokenizer = load_model_and_tokenizer(base_dir, torch.float32)
+    model, tokenizer = load_for_training(base_dir, cfg.effective_quantization)
     data = fetch_dataset(cfg.dataset, storage, workdir)
     max_len = cfg.training.max_seq_length
     train_set = tokenize(render_all(cfg.dataset.text_template, data.splits.train), tokenizer, max_len)
@@ -129,11 +169,11 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
     log.info("data: %d train / %d eval rows", len(train_set), len(eval_set))
 
     accuracy_before = _generation_accuracy(cfg, model, tokenizer, data.splits.eval)
-    peft_model = get_peft_model(model, to_lora_config(cfg.lora, model))
-    trainable, total = peft_model.get_nb_trainable_parameters()
-    log.info("LoRA: %d trainable of %d parameters", trainable, total)
+    model = prepare_model(cfg, model)
+    trainable, total = parameter_counts(model)
+    log.info("%s: %d trainable of %d parameters", cfg.method, trainable, total)
     trainer = Trainer(
-        model=peft_model,
+        model=model,
         args=to_training_arguments(cfg.training, workdir / "trainer", has_eval=bool(eval_set)),
         train_dataset=train_set,
         eval_dataset=eval_set or None,
@@ -142,7 +182,7 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
     )
     result = trainer.train()
     eval_metrics = trainer.evaluate() if eval_set else {}
-    accuracy_after = _generation_accuracy(cfg, peft_model, tokenizer, data.splits.eval)
+    accuracy_after = _generation_accuracy(cfg, model, tokenizer, data.splits.eval)
     metrics = training_metrics(
         trainer,
         result,
@@ -158,12 +198,13 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
             "wallSeconds": round(time.monotonic() - started, 1),
         },
     )
-    adapter_dir = save_adapter(peft_model, tokenizer, metrics, workdir / "adapter")
-    adapter_uri = join_uri(cfg.output.uri, "adapter")
-    entries = storage.upload_dir(adapter_dir, adapter_uri)
+    group = trained_dir_name(cfg)
+    out_dir = save_trained(model, tokenizer, metrics, workdir / group)
+    out_uri = join_uri(cfg.output.uri, group)
+    entries = storage.upload_dir(out_dir, out_uri)
     sink.metrics(metrics)
     log.info("metrics %s", json.dumps(metrics, sort_keys=True))
-    return {**metrics, "artifacts": [run_result.folder_artifact("adapter", adapter_uri, entries)]}
+    return {**metrics, "artifacts": [run_result.folder_artifact(ARTIFACT_KINDS[group], out_uri, entries)]}
 
 
 def main(argv: list[str] | None = None) -> int:

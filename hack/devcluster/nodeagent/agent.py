@@ -51,6 +51,8 @@ class NodeAgent:
         self.pod_path = os.pathsep.join(
             [str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]
         )
+        # What a pod's command runs from: this checkout (with its .venv) and the Python it links to.
+        self.environment_roots = (Path(__file__).resolve().parents[3], Path(sys.base_prefix).resolve())
         self.runners: dict[str, PodRunner] = {}
         self._by_name: dict[tuple[str, str], PodRunner] = {}
         self._lock = threading.Lock()

@@ -54,6 +54,8 @@ class LaunchSpec:
     mounts: list[Mount]
     log_file: Path
     memory_cgroup: Path | None
+    # Folders the process needs (the project and its Python): re-exposed if a volume covers them.
+    keep_visible: tuple[Path, ...] = ()
 
 
 def _memory_cgroup_root() -> Path | None:
@@ -107,6 +109,12 @@ def _setup_script(spec: LaunchSpec) -> str:
     lines = ["set -e", f"hostname {shlex.quote(spec.hostname)}"]
     if spec.memory_cgroup is not None:
         lines.append(f"echo $$ > {shlex.quote(str(spec.memory_cgroup / 'cgroup.procs'))}")
+    # A volume mounted over an ancestor of the project (say an emptyDir at /tmp) would hide the
+    # environment the command runs from. Hold each such folder open first, and bind it back from the
+    # open descriptor afterwards (a path would resolve to the covered folder).
+    covered = [k for k in spec.keep_visible if any(k.is_relative_to(m.target) for m in spec.mounts)]
+    held = list(zip(range(7, 10), covered, strict=False))  # sh redirections take one-digit descriptors
+    lines += [f"exec {fd}<{shlex.quote(str(path))}" for fd, path in held]
     for m in spec.mounts:
         src, dst = shlex.quote(str(m.source)), shlex.quote(m.target)
         if m.source.is_dir():
@@ -117,6 +125,13 @@ def _setup_script(spec: LaunchSpec) -> str:
         lines.append(f"mount --bind {src} {dst}")
         if m.read_only:
             lines.append(f"mount -o remount,bind,ro {dst}")
+    for fd, path in held:
+        dst = shlex.quote(str(path))
+        lines += [
+            f"mkdir -p {dst}",
+            f"mount --no-canonicalize --bind /proc/self/fd/{fd} {dst}",
+            f"exec {fd}<&-",
+        ]
     lines.append(f"mkdir -p {shlex.quote(spec.working_dir)}")
     lines.append(f"cd {shlex.quote(spec.working_dir)}")
     lines.append('exec "$@"')

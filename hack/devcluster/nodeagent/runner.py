@@ -287,6 +287,7 @@ class PodRunner(threading.Thread):
                 mounts=mounts,
                 log_file=self._log_file(c, c.restart_count),
                 memory_cgroup=c.cgroup,
+                keep_visible=self.agent.environment_roots,
             )
         )
         c.started_at = now()

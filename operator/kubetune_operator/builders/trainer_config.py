@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetune_operator.api import FineTuneJob
+from kubetune_operator.api import FineTuneJob, LoraSpec, Method, QuantizationSpec
 from kubetune_trainer.config import TrainerConfig, parse_config
 
 
@@ -14,10 +14,6 @@ class UnsupportedSpec(ValueError):
 
 def trainer_config(ftj: FineTuneJob) -> TrainerConfig:
     spec = ftj.spec
-    if spec.method != "lora":
-        raise UnsupportedSpec(
-            f"method {spec.method.value} is not supported by this trainer version; use lora"
-        )
     if spec.resources.nodes > 1:
         raise UnsupportedSpec("resources.nodes > 1 is not supported by this trainer version")
     if spec.dataset.format not in ("auto", "text") or not spec.dataset.text_template:
@@ -38,10 +34,6 @@ def trainer_config(ftj: FineTuneJob) -> TrainerConfig:
                 f"{where}.credentialsSecretRef differs from output.credentialsSecretRef; this trainer "
                 "version reads all S3 objects with output's credentials"
             )
-    lora = spec.lora
-    assert lora is not None  # the CRD requires it for lora
-    if lora.use_dora:
-        raise UnsupportedSpec("lora.useDora is not supported by this trainer version")
     training = spec.training
     precision = training.precision
     if precision == "auto":
@@ -61,13 +53,8 @@ def trainer_config(ftj: FineTuneJob) -> TrainerConfig:
             **({"evalRatio": spec.dataset.eval_ratio} if spec.dataset.eval_ratio is not None else {}),
         },
         "method": spec.method.value,
-        "lora": {
-            "r": lora.r,
-            "alpha": lora.alpha,
-            "dropout": lora.dropout,
-            "targetModules": lora.target_modules or None,
-            "modulesToSave": lora.modules_to_save or None,
-        },
+        "lora": _lora(spec.lora),
+        "quantization": _quantization(spec.quantization) if spec.method == Method.QLORA else None,
         "training": {
             "maxSteps": training.max_steps,
             "epochs": training.epochs,
@@ -100,6 +87,44 @@ def trainer_config(ftj: FineTuneJob) -> TrainerConfig:
         },
     }
     return parse_config(_drop_none(doc))
+
+
+def _lora(lora: LoraSpec | None) -> dict[str, Any] | None:
+    # The CRD requires lora for lora and qlora and forbids it for full.
+    if lora is None:
+        return None
+    return {
+        "r": lora.r,
+        "alpha": lora.alpha,
+        "dropout": lora.dropout,
+        "targetModules": lora.target_modules or None,
+        "modulesToSave": lora.modules_to_save or None,
+        "useDora": lora.use_dora,
+    }
+
+
+def _quantization(quantization: QuantizationSpec | None) -> dict[str, Any]:
+    """qlora's base quantization; unset means 4-bit nf4 with double quantization (the API's defaults)."""
+    quantization = quantization or QuantizationSpec()
+    if quantization.bits == 8:
+        # quantType, doubleQuant and computeDtype describe 4-bit weights. The API server fills in their
+        # defaults, so only a changed value is something the user asked for.
+        defaults = QuantizationSpec()
+        for name in ("quant_type", "double_quant", "compute_dtype"):
+            if getattr(quantization, name) != getattr(defaults, name):
+                raise UnsupportedSpec(f"quantization.{_camel(name)} applies to bits 4 only; remove it")
+        return {"bits": 8}
+    return {
+        "bits": 4,
+        "quantType": quantization.quant_type,
+        "doubleQuant": quantization.double_quant,
+        "computeDtype": quantization.compute_dtype,
+    }
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def _mixed_precision(last_matmul: str, mixed_layers: str) -> str:
