@@ -291,10 +291,10 @@ def test_a_volume_over_the_projects_folder_does_not_hide_the_environment(
     """An emptyDir at /tmp (as a read-only-root pod has) must not hide a checkout that lives in /tmp."""
     from devcluster import settings
 
-    covered = str(settings.REPO_ROOT.parent)
+    covered, project = str(settings.REPO_ROOT.parent), settings.REPO_ROOT.name
     script = f"""
         import os, kubetune_operator
-        assert os.listdir({covered!r}) == [os.path.basename({str(settings.REPO_ROOT)!r})], os.listdir({covered!r})
+        assert os.listdir({covered!r}) == [{project!r}], os.listdir({covered!r})
         open("/dev/termination-log", "w").write("environment visible")
     """
     job = python_job(

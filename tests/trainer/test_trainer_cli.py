@@ -26,9 +26,9 @@ def run(entry, config: dict | str, tmp_path: Path) -> int:
 
 
 def test_invalid_config_exits_2_with_message(tmp_path: Path, termination_log: Path, make_config) -> None:
-    config = make_config("/nowhere", str(tmp_path / "out"), method="qlora")
+    config = make_config("/nowhere", str(tmp_path / "out"), method="full")  # with a lora section
     assert run(train, config, tmp_path) == ExitCode.INVALID_CONFIG
-    assert "not supported yet" in termination_log.read_text()
+    assert "lora must not be set with method full" in termination_log.read_text()
     assert run(export, "{not json", tmp_path) == ExitCode.INVALID_CONFIG
 
 
