@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import yaml
 from api_cases import BAD_SPECS, EXAMPLES, REPO_ROOT, BadSpec, load, tiny
+from kubernetes import client
 
-from devcluster import settings
+from devcluster import release, settings
 from kubetune_operator.api import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, crd
 from support import wait_for
 
@@ -60,7 +61,22 @@ def crd_applied(kubectl: Kubectl) -> None:
 
 
 @pytest.fixture(scope="module")
-def ns(kubectl: Kubectl, crd_applied: None) -> Iterator[str]:
+def no_operator(core: client.CoreV1Api) -> None:
+    """These tests read back exactly what they wrote; a running operator would reconcile it."""
+    release.uninstall()
+    wait_for(
+        lambda: (
+            not core.list_namespaced_pod(
+                release.NAMESPACE, label_selector="app.kubernetes.io/name=kubetune"
+            ).items
+        ),
+        120,
+        "the operator pod to go away",
+    )
+
+
+@pytest.fixture(scope="module")
+def ns(kubectl: Kubectl, crd_applied: None, no_operator: None) -> Iterator[str]:
     name = f"t-api-{uuid.uuid4().hex[:8]}"
     assert kubectl("create", "namespace", name).returncode == 0
     yield name

@@ -613,8 +613,27 @@ def test_spec_converts_to_trainer_config(case: Conversion) -> None:
         ),
         ((set_("spec.method", "full"), delete("spec.lora")), {"method": "full", "lora": None}),
         ((set_("spec.lora.useDora", True),), {"method": "lora", "lora": {"useDora": True}}),
+        # Without a textTemplate the trainer detects chat or promptCompletion data (format auto).
+        ((delete("spec.dataset.textTemplate"),), {"dataset": {"textTemplate": None}}),
+        (
+            (set_("spec.dataset.format", "chat"), delete("spec.dataset.textTemplate")),
+            {"dataset": {"format": "chat"}},
+        ),
+        (
+            (set_("spec.dataset.format", "promptCompletion"), delete("spec.dataset.textTemplate")),
+            {"dataset": {"format": "promptCompletion"}},
+        ),
     ],
-    ids=["qlora", "qlora-4bit-options", "qlora-8bit", "full", "dora"],
+    ids=[
+        "qlora",
+        "qlora-4bit-options",
+        "qlora-8bit",
+        "full",
+        "dora",
+        "no-template",
+        "chat",
+        "prompt-completion",
+    ],
 )
 def test_methods_convert_to_trainer_config(edits: tuple[Edit, ...], expected: dict[str, Any]) -> None:
     converted = trainer_config(tiny(*edits))
@@ -623,7 +642,8 @@ def test_methods_convert_to_trainer_config(edits: tuple[Edit, ...], expected: di
     assert parse_config(document) == converted
     for key, value in expected.items():
         if isinstance(value, dict):
-            assert value.items() <= document[key].items(), (key, document[key])
+            # None: the key is absent.
+            assert all(document[key].get(k) == v for k, v in value.items()), (key, document[key])
         else:
             assert document.get(key) == value, (key, document.get(key))
 
@@ -636,10 +656,8 @@ def test_methods_convert_to_trainer_config(edits: tuple[Edit, ...], expected: di
             (set_("spec.method", "qlora"), set_("spec.quantization", {"bits": 8, "quantType": "fp4"})),
             "quantization.quantType applies to bits 4 only",
         ),
-        ((delete("spec.dataset.textTemplate"),), "dataset.textTemplate"),
-        ((set_("spec.dataset.format", "chat"), delete("spec.dataset.textTemplate")), "dataset.textTemplate"),
     ],
-    ids=["nodes-2", "qlora-8bit-quant-type", "no-template", "chat"],
+    ids=["nodes-2", "qlora-8bit-quant-type"],
 )
 def test_unsupported_specs_are_rejected_naming_the_field(edits: tuple[Edit, ...], field_name: str) -> None:
     ftj = tiny(*edits)  # valid API: the CRD admits it
@@ -672,3 +690,9 @@ def test_model_and_dataset_secrets_are_used_or_rejected(where: str, kind: str) -
         assert f"{where}.credentialsSecretRef" in str(e)
         return
     assert "other-s3" in json.dumps(serialize(JOB_BUILDERS[kind](ftj, SETTINGS)))
+
+
+def test_format_text_without_a_template_trains_on_the_text_field() -> None:
+    ftj = tiny(set_("spec.dataset.format", "text"), delete("spec.dataset.textTemplate"))
+    cfg = trainer_config(ftj)
+    assert (cfg.dataset.format, cfg.dataset.text_template) == ("text", "{text}")

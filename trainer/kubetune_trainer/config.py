@@ -57,13 +57,20 @@ class BaseModelSpec(_Spec):
     revision: str | None = None
 
 
+DataFormat = Literal["auto", "text", "chat", "promptCompletion"]
+
+
 class DatasetSpec(_Spec):
     train_uri: str = Field(min_length=1)
     eval_uri: str | None = None
     # Used only without evalUri: the fraction of the training rows held out for evaluation.
     eval_ratio: float = Field(default=0.1, ge=0.0, lt=1.0)
-    # Olive-style: "Phrase: {phrase}\nTone: {tone}" renders each JSONL row into one training text.
-    text_template: str = Field(min_length=1)
+    # auto: text when textTemplate is set, else detected from the first row (a `messages` list: chat;
+    # `prompt` and `completion`: promptCompletion). Left out of dumps at auto, so older configs keep
+    # their JSON and spec hash.
+    format: DataFormat = Field(default="auto", exclude_if=lambda value: value == "auto")
+    # Format text: Olive-style "Phrase: {phrase}\nTone: {tone}" renders each row into one training text.
+    text_template: str | None = Field(default=None, min_length=1, exclude_if=_unset)
     # The placeholder whose value is the answer: prompts for generation checks are the template up to
     # it. Defaults to the last placeholder.
     response_field: str | None = None
@@ -72,20 +79,34 @@ class DatasetSpec(_Spec):
 
     @field_validator("text_template")
     @classmethod
-    def _has_fields(cls, value: str) -> str:
+    def _has_fields(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         fields = template_fields(value)
         if not fields or any(not f.isidentifier() for f in fields):
-            raise ValueError("textTemplate needs {field} placeholders naming JSONL keys, e.g. '{text}'")
+            raise ValueError("textTemplate needs {field} placeholders naming row fields, e.g. '{text}'")
         return value
 
     @model_validator(mode="after")
-    def _response_in_template(self) -> DatasetSpec:
-        if self.response_field is not None and self.response_field not in template_fields(self.text_template):
-            raise ValueError(f"responseField {self.response_field!r} is not a placeholder of textTemplate")
+    def _template_for_text(self) -> DatasetSpec:
+        if self.format == "text" and self.text_template is None:
+            raise ValueError("format text needs textTemplate")
+        if self.format in ("chat", "promptCompletion") and self.text_template is not None:
+            raise ValueError(f"textTemplate only applies to format text, not {self.format}")
+        if self.response_field is not None:
+            if self.text_template is None:
+                raise ValueError("responseField needs textTemplate (format text)")
+            if self.response_field not in template_fields(self.text_template):
+                raise ValueError(
+                    f"responseField {self.response_field!r} is not a placeholder of textTemplate"
+                )
         return self
 
     @property
-    def answer_field(self) -> str:
+    def answer_field(self) -> str | None:
+        """Format text's answer placeholder; None without a textTemplate."""
+        if self.text_template is None:
+            return None
         return self.response_field or template_fields(self.text_template)[-1]
 
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from kubetune_trainer import result as run_result
 from kubetune_trainer.cli import configure_logging, parse_args, run_entrypoint
 from kubetune_trainer.config import ExportSpec, QuantizationSpec, TrainerConfig, load_config
+from kubetune_trainer.data import Format
 from kubetune_trainer.errors import export_error, model_error
 from kubetune_trainer.storage import FileEntry, Storage, describe_file, join_uri
 from kubetune_trainer.train import (
@@ -164,6 +165,7 @@ def check_parity(
     onnx_dir: Path,
     rows: list[dict],
     swappable: SwappableAdapter | None = None,
+    data_format: Format = "text",
 ) -> ParityReport:
     """Greedy-generate held-out prompts with PyTorch and ONNX Runtime GenAI and compare."""
     from kubetune_trainer.generation import (
@@ -179,9 +181,7 @@ def check_parity(
     )
 
     spec, eos = cfg.export, eos_ids(tokenizer, model)
-    prompts = prompts_from_rows(
-        cfg.dataset.text_template, cfg.dataset.answer_field, rows[: spec.parity_prompts]
-    )
+    prompts = prompts_from_rows(cfg.dataset, data_format, tokenizer, rows[: spec.parity_prompts])
     ids = [encode(tokenizer, p.text) for p in prompts]
     expected = [p.answer for p in prompts]
 
@@ -357,7 +357,15 @@ def export(cfg: TrainerConfig, workdir: Path, storage: Storage | None = None) ->
             workdir / "builder-cache",
         )
     report = timed(
-        "parity", check_parity, cfg, trained.model, trained.tokenizer, onnx_dir, data.splits.eval, swappable
+        "parity",
+        check_parity,
+        cfg,
+        trained.model,
+        trained.tokenizer,
+        onnx_dir,
+        data.splits.eval,
+        swappable,
+        data.format,
     )
     log.info("parity %s", json.dumps(report.to_json()))
     if spec.min_parity is not None and report.parity < spec.min_parity:

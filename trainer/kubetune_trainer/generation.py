@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubetune_trainer.data import Row, split_prompt
+from kubetune_trainer.config import DatasetSpec
+from kubetune_trainer.data import Format, Row, prompt_answer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -18,8 +19,12 @@ class Prompt:
     answer: str
 
 
-def prompts_from_rows(template: str, answer_field: str, rows: list[Row]) -> list[Prompt]:
-    return [Prompt(*split_prompt(template, answer_field, row, i)) for i, row in enumerate(rows, start=1)]
+def prompts_from_rows(
+    spec: DatasetSpec, fmt: Format, tokenizer: PreTrainedTokenizerBase, rows: list[Row]
+) -> list[Prompt]:
+    """Held-out rows as prompts: text: the template up to the answer field; chat: the conversation up
+    to its last assistant turn; promptCompletion: the prompt. The answer is what follows."""
+    return [Prompt(*prompt_answer(spec, fmt, tokenizer, row, i)) for i, row in enumerate(rows, start=1)]
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:

@@ -23,11 +23,12 @@ from kubetune_trainer.cli import configure_logging, parse_args, run_entrypoint
 from kubetune_trainer.config import BaseModelSpec, DatasetSpec, TrainerConfig, load_config
 from kubetune_trainer.data import (
     CausalLMCollator,
+    Format,
     Splits,
-    read_jsonl,
-    render_all,
+    encode_rows,
+    read_rows,
+    resolve_format,
     split_rows,
-    tokenize,
     validate_rows,
 )
 from kubetune_trainer.progress import ProgressCallback, ProgressSink, sink_from_env
@@ -49,20 +50,23 @@ def fetch_base_model(spec: BaseModelSpec, storage: Storage, workdir: Path) -> Pa
 class DatasetFiles:
     splits: Splits
     sha256: dict[str, str]
+    format: Format = "text"
 
 
 def fetch_dataset(spec: DatasetSpec, storage: Storage, workdir: Path) -> DatasetFiles:
+    """The rows of the train (and eval) file, checked against one format (the train file's)."""
     train_path = storage.download(spec.train_uri, workdir / "data" / "train")
+    train_rows = read_rows(train_path)
     digests = {"train": sha256_file(train_path)}
-    train_rows = read_jsonl(train_path)
-    validate_rows(spec.text_template, train_rows, train_path.name)
+    fmt = resolve_format(spec, train_rows, train_path.name)
+    validate_rows(spec, fmt, train_rows, train_path.name)
     eval_rows = None
     if spec.eval_uri:
         eval_path = storage.download(spec.eval_uri, workdir / "data" / "eval")
+        eval_rows = read_rows(eval_path)
         digests["eval"] = sha256_file(eval_path)
-        eval_rows = read_jsonl(eval_path)
-        validate_rows(spec.text_template, eval_rows, eval_path.name)
-    return DatasetFiles(split_rows(spec, train_rows, eval_rows), digests)
+        validate_rows(spec, fmt, eval_rows, eval_path.name)
+    return DatasetFiles(split_rows(spec, train_rows, eval_rows), digests, fmt)
 
 
 def _loss_history(log_history: list[dict[str, Any]], key: str) -> list[float]:
@@ -138,13 +142,15 @@ def save_trained(model: Any, tokenizer: Any, metrics: dict[str, Any], out_dir: P
     return out_dir
 
 
-def _generation_accuracy(cfg: TrainerConfig, model: Any, tokenizer: Any, rows: list[dict]) -> float | None:
+def _generation_accuracy(
+    cfg: TrainerConfig, fmt: Format, model: Any, tokenizer: Any, rows: list[dict]
+) -> float | None:
     from kubetune_trainer.generation import generation_accuracy, prompts_from_rows
 
     n = cfg.training.generation_eval_samples
     if not n or not rows:
         return None
-    prompts = prompts_from_rows(cfg.dataset.text_template, cfg.dataset.answer_field, rows[:n])
+    prompts = prompts_from_rows(cfg.dataset, fmt, tokenizer, rows[:n])
     score, answers = generation_accuracy(model, tokenizer, prompts, cfg.export.max_new_tokens)
     log.info(
         "generation accuracy %.3f on %d held-out rows (first answers: %s)", score, len(prompts), answers[:5]
@@ -164,11 +170,11 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
     model, tokenizer = load_for_training(base_dir, cfg.effective_quantization)
     data = fetch_dataset(cfg.dataset, storage, workdir)
     max_len = cfg.training.max_seq_length
-    train_set = tokenize(render_all(cfg.dataset.text_template, data.splits.train), tokenizer, max_len)
-    eval_set = tokenize(render_all(cfg.dataset.text_template, data.splits.eval), tokenizer, max_len)
-    log.info("data: %d train / %d eval rows", len(train_set), len(eval_set))
+    train_set = encode_rows(cfg.dataset, data.format, data.splits.train, tokenizer, max_len)
+    eval_set = encode_rows(cfg.dataset, data.format, data.splits.eval, tokenizer, max_len)
+    log.info("data: %s, %d train / %d eval rows", data.format, len(train_set), len(eval_set))
 
-    accuracy_before = _generation_accuracy(cfg, model, tokenizer, data.splits.eval)
+    accuracy_before = _generation_accuracy(cfg, data.format, model, tokenizer, data.splits.eval)
     model = prepare_model(cfg, model)
     trainable, total = parameter_counts(model)
     log.info("%s: %d trainable of %d parameters", cfg.method, trainable, total)
@@ -182,7 +188,7 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
     )
     result = trainer.train()
     eval_metrics = trainer.evaluate() if eval_set else {}
-    accuracy_after = _generation_accuracy(cfg, model, tokenizer, data.splits.eval)
+    accuracy_after = _generation_accuracy(cfg, data.format, model, tokenizer, data.splits.eval)
     metrics = training_metrics(
         trainer,
         result,

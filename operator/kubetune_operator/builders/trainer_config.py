@@ -7,6 +7,8 @@ from typing import Any
 from kubetune_operator.api import FineTuneJob, LoraSpec, Method, QuantizationSpec
 from kubetune_trainer.config import TrainerConfig, parse_config
 
+TEXT_FIELD_TEMPLATE = "{text}"
+
 
 class UnsupportedSpec(ValueError):
     """The spec is valid API but asks for something this trainer version cannot do."""
@@ -16,8 +18,6 @@ def trainer_config(ftj: FineTuneJob) -> TrainerConfig:
     spec = ftj.spec
     if spec.resources.nodes > 1:
         raise UnsupportedSpec("resources.nodes > 1 is not supported by this trainer version")
-    if spec.dataset.format not in ("auto", "text") or not spec.dataset.text_template:
-        raise UnsupportedSpec("this trainer version needs dataset.textTemplate (format text)")
     unsupported = {
         "export.onnx.enabled: false": not spec.export.onnx.enabled and spec.export.enabled,
         "export.mergedModel: false": not spec.export.merged_model,
@@ -47,7 +47,10 @@ def trainer_config(ftj: FineTuneJob) -> TrainerConfig:
         "dataset": {
             "trainUri": spec.dataset.train_uri,
             "evalUri": spec.dataset.eval_uri,
-            "textTemplate": spec.dataset.text_template,
+            "format": spec.dataset.format,
+            # As the API documents: format text without a template trains on each record's 'text' field.
+            "textTemplate": spec.dataset.text_template
+            or (TEXT_FIELD_TEMPLATE if spec.dataset.format == "text" else None),
             "maxSamples": spec.dataset.max_samples,
             "seed": spec.dataset.seed,
             **({"evalRatio": spec.dataset.eval_ratio} if spec.dataset.eval_ratio is not None else {}),
