@@ -186,7 +186,7 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
         exporter,
         start,
         metrics={**trained_metrics, **_metrics(exporter)},
-        artifacts=_artifacts(trainer) + _artifacts(exporter),
+        artifacts=_merge_artifacts(_artifacts(trainer), _artifacts(exporter)),
     )
 
 
@@ -331,6 +331,15 @@ def _condition(
         last_transition_time=now if changed or previous is None else previous.last_transition_time,
         observed_generation=generation,
     )
+
+
+def _merge_artifacts(*groups: list[Artifact]) -> list[Artifact]:
+    """One entry per (kind, uri): the exporter lists the trainer's adapter again; the later wins."""
+    merged: dict[tuple[str, str], Artifact] = {}
+    for group in groups:
+        for artifact in group:
+            merged[(artifact.kind, artifact.uri)] = artifact
+    return list(merged.values())
 
 
 def new_status(ftj: FineTuneJob, decision: Decision, now: datetime) -> dict[str, Any]:

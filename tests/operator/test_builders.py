@@ -670,14 +670,21 @@ def test_unsupported_specs_are_rejected_naming_the_field(edits: tuple[Edit, ...]
     [
         (set_("spec.export.onnx.enabled", False), "export.onnx.enabled"),
         (set_("spec.export.mergedModel", False), "export.mergedModel"),
-        (set_("spec.training.packing", True), "training.packing"),
     ],
-    ids=["onnx-disabled", "no-merged-model", "packing"],
+    ids=["onnx-disabled", "no-merged-model"],
 )
 def test_spec_fields_the_trainer_ignores_are_rejected(edit: Edit, field_name: str) -> None:
     ftj = tiny(edit)
     with pytest.raises(UnsupportedSpec, match=field_name):
         trainer_config(ftj)
+
+
+def test_packing_maps_to_the_trainer_config_and_is_left_out_when_false() -> None:
+    packed = trainer_config(tiny(set_("spec.training.packing", True)))
+    assert packed.training.packing is True
+    assert packed.model_dump(mode="json", by_alias=True)["training"]["packing"] is True
+    plain = trainer_config(tiny())
+    assert "packing" not in plain.model_dump(mode="json", by_alias=True)["training"]
 
 
 @pytest.mark.parametrize("kind", JOB_BUILDERS)

@@ -704,3 +704,14 @@ def test_a_failed_job_wins_over_a_pod_that_exited_zero() -> None:
         [pod("trainer", "tiny-train-a", 0, "Completed", "", ago(1))],
     )
     assert decide(ftj, observe(ftj, trainer, None), NOW).phase == Phase.FAILED
+
+
+def test_an_artifact_listed_by_both_jobs_appears_once() -> None:
+    ftj = tiny()
+    exporter: Child = (
+        job("exporter", succeeded=1, completionTime=ago(1), conditions=(cond("Complete"),)),
+        [pod("exporter", "tiny-export-a", 0, "Completed", result({}, ADAPTER), ago(1))],
+    )
+    decision = decide(ftj, observe(ftj, T_COMPLETE, exporter), NOW)
+    assert decision.phase == Phase.SUCCEEDED
+    assert [a.kind for a in decision.artifacts].count("adapter") == 1

@@ -191,6 +191,9 @@ class TrainingSpec(_Spec):
     gradient_checkpointing: bool = False
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     max_seq_length: int = Field(default=512, gt=8)
+    # Padding-free batching: each batch's examples are concatenated into rows of up to maxSeqLength,
+    # positions restarting per example so no example attends to another (data.PackingCollator).
+    packing: bool = Field(default=False, exclude_if=_unset)
     seed: int = 42
     logging_steps: int = Field(default=1, gt=0)
     # None: evaluate once at the end.

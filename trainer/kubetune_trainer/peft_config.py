@@ -89,6 +89,7 @@ def to_training_arguments(spec: TrainingSpec, output_dir: Path, has_eval: bool) 
         remove_unused_columns=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
-        include_num_input_tokens_seen="non_padding",
+        # Packed batches have no attention mask; train.PackedTrainer counts their real tokens instead.
+        include_num_input_tokens_seen="no" if spec.packing else "non_padding",
         ddp_find_unused_parameters=False,
     )

@@ -22,8 +22,10 @@ from kubetune_trainer import result as run_result
 from kubetune_trainer.cli import configure_logging, parse_args, run_entrypoint
 from kubetune_trainer.config import BaseModelSpec, DatasetSpec, TrainerConfig, load_config
 from kubetune_trainer.data import (
+    REAL_TOKENS,
     CausalLMCollator,
     Format,
+    PackingCollator,
     Splits,
     encode_rows,
     read_rows,
@@ -158,9 +160,41 @@ def _generation_accuracy(
     return score
 
 
-def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storage | None = None) -> dict:
+def data_collator(cfg: TrainerConfig, pad_token_id: int) -> CausalLMCollator | PackingCollator:
+    if cfg.training.packing:
+        return PackingCollator(pad_token_id, cfg.training.max_seq_length)
+    return CausalLMCollator(pad_token_id)
+
+
+def trainer_class(packing: bool) -> type:
+    """The HF Trainer, or with packing one that counts a packed batch's real tokens (the padded row
+    tails excluded) and keeps that count away from the model."""
     from transformers import Trainer
 
+    if not packing:
+        return Trainer
+
+    class PackedTrainer(Trainer):
+        def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            real = inputs.pop(REAL_TOKENS, None)
+            if real is not None and self.model.training:
+                self.state.num_input_tokens_seen += int(real)
+            return super()._prepare_inputs(inputs)
+
+    return PackedTrainer
+
+
+def set_kv_cache(model: Any, enabled: bool) -> bool:
+    """Set the model config's use_cache; returns the previous value. Packing trains without it: with a
+    cache (on by default, even in train mode) transformers skips the position-id check that keeps
+    packed examples apart, and every token would attend to the earlier examples of its row."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    previous = bool(getattr(base.config, "use_cache", False))
+    base.config.use_cache = enabled
+    return previous
+
+
+def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storage | None = None) -> dict:
     from kubetune_trainer.models import load_for_training
     from kubetune_trainer.peft_config import to_training_arguments
 
@@ -178,16 +212,19 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
     model = prepare_model(cfg, model)
     trainable, total = parameter_counts(model)
     log.info("%s: %d trainable of %d parameters", cfg.method, trainable, total)
-    trainer = Trainer(
+    use_cache = set_kv_cache(model, False) if cfg.training.packing else None
+    trainer = trainer_class(cfg.training.packing)(
         model=model,
         args=to_training_arguments(cfg.training, workdir / "trainer", has_eval=bool(eval_set)),
         train_dataset=train_set,
         eval_dataset=eval_set or None,
-        data_collator=CausalLMCollator(tokenizer.pad_token_id),
+        data_collator=data_collator(cfg, tokenizer.pad_token_id),
         callbacks=[ProgressCallback(sink)],
     )
     result = trainer.train()
     eval_metrics = trainer.evaluate() if eval_set else {}
+    if use_cache is not None:
+        set_kv_cache(model, use_cache)  # saved configs and generation keep the model's own setting
     accuracy_after = _generation_accuracy(cfg, data.format, model, tokenizer, data.splits.eval)
     metrics = training_metrics(
         trainer,

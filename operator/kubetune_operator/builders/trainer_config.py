@@ -21,7 +21,6 @@ def trainer_config(ftj: FineTuneJob) -> TrainerConfig:
     unsupported = {
         "export.onnx.enabled: false": not spec.export.onnx.enabled and spec.export.enabled,
         "export.mergedModel: false": not spec.export.merged_model,
-        "training.packing: true": spec.training.packing,
     }
     for field, asked in unsupported.items():
         if asked:
@@ -70,6 +69,8 @@ def trainer_config(ftj: FineTuneJob) -> TrainerConfig:
             "gradientCheckpointing": training.gradient_checkpointing,
             "precision": precision,
             "maxSeqLength": training.max_seq_length,
+            # Left out of the trainer config's JSON when false, so spec hashes stay as they were.
+            "packing": training.packing,
             "seed": training.seed,
             "loggingSteps": training.logging_steps,
             "evalSteps": training.eval_steps,
