@@ -9,12 +9,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-import boto3
 import pytest
-from botocore.config import Config
 from kubernetes import client, config
 
-from devcluster import settings
+from devcluster import seed, settings
 
 
 @pytest.fixture(scope="session")
@@ -54,16 +52,7 @@ def rbac(api_client: client.ApiClient) -> client.RbacAuthorizationV1Api:
 
 @pytest.fixture(scope="session")
 def s3(cluster_env: dict[str, str]):  # type: ignore[no-untyped-def]
-    return boto3.client(
-        "s3",
-        endpoint_url=cluster_env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=cluster_env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=cluster_env["AWS_SECRET_ACCESS_KEY"],
-        region_name=cluster_env["AWS_DEFAULT_REGION"],
-        config=Config(
-            request_checksum_calculation="when_required", response_checksum_validation="when_required"
-        ),
-    )
+    return seed.s3_client(cluster_env)
 
 
 @pytest.fixture
