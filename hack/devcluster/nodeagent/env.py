@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import re
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from .fields import field_value
+from .sources import Kind, MissingSource, read_data
 
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -29,24 +28,18 @@ def expand(value: str, env: dict[str, str]) -> str:
     return _VAR_REF.sub(repl, value)
 
 
-def _lookup(core: client.CoreV1Api, namespace: str, kind: str, ref: dict[str, Any]) -> str | None:
-    name, key, optional = ref["name"], ref["key"], ref.get("optional", False)
+def _source_data(core: client.CoreV1Api, kind: Kind, namespace: str, ref: dict[str, Any]) -> dict[str, bytes]:
     try:
-        if kind == "secret":
-            data = core.read_namespaced_secret(name, namespace).data or {}
-            raw = data.get(key)
-            value = base64.b64decode(raw).decode() if raw is not None else None
-        else:
-            value = (core.read_namespaced_config_map(name, namespace).data or {}).get(key)
-    except ApiException as e:
-        if e.status == 404 and optional:
-            return None
-        if e.status == 404:
-            raise ContainerConfigError(f'{kind} "{name}" not found') from e
-        raise
-    if value is None and not optional:
-        raise ContainerConfigError(f"couldn't find key {key} in {kind} {namespace}/{name}")
-    return value
+        return read_data(core, kind, namespace, ref["name"], ref.get("optional", False))
+    except MissingSource as e:
+        raise ContainerConfigError(str(e)) from e
+
+
+def _lookup(core: client.CoreV1Api, namespace: str, kind: Kind, ref: dict[str, Any]) -> str | None:
+    raw = _source_data(core, kind, namespace, ref).get(ref["key"])
+    if raw is None and not ref.get("optional", False):
+        raise ContainerConfigError(f"couldn't find key {ref['key']} in {kind} {namespace}/{ref['name']}")
+    return raw.decode() if raw is not None else None
 
 
 def _resource_field(container: dict[str, Any], ref: dict[str, Any]) -> str:
@@ -62,24 +55,10 @@ def container_env(
     env = dict(base)
     for source in container.get("envFrom") or []:
         prefix = source.get("prefix", "")
-        if "configMapRef" in source:
-            ref = source["configMapRef"]
-            try:
-                data = core.read_namespaced_config_map(ref["name"], namespace).data or {}
-            except ApiException as e:
-                if e.status == 404 and ref.get("optional"):
-                    continue
-                raise ContainerConfigError(f'configmap "{ref["name"]}" not found') from e
-            env |= {prefix + k: v for k, v in data.items()}
-        elif "secretRef" in source:
-            ref = source["secretRef"]
-            try:
-                sdata = core.read_namespaced_secret(ref["name"], namespace).data or {}
-            except ApiException as e:
-                if e.status == 404 and ref.get("optional"):
-                    continue
-                raise ContainerConfigError(f'secret "{ref["name"]}" not found') from e
-            env |= {prefix + k: base64.b64decode(v).decode() for k, v in sdata.items()}
+        for field, kind in (("configMapRef", "configmap"), ("secretRef", "secret")):
+            if field in source:
+                data = _source_data(core, kind, namespace, source[field])
+                env |= {prefix + k: v.decode() for k, v in data.items()}
     for var in container.get("env") or []:
         name = var["name"]
         if "value" in var or "valueFrom" not in var:

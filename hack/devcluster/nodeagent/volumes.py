@@ -6,16 +6,15 @@ pod's private mount namespace (see process.py).
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from .fields import field_value
+from .sources import Kind, MissingSource, read_data
 
 
 class VolumeNotReady(Exception):
@@ -43,30 +42,13 @@ def _key_items(
     return out
 
 
-def _config_map_data(core: client.CoreV1Api, namespace: str, name: str, optional: bool) -> dict[str, bytes]:
+def _source_data(
+    core: client.CoreV1Api, kind: Kind, namespace: str, name: str, optional: bool
+) -> dict[str, bytes]:
     try:
-        cm = core.read_namespaced_config_map(name, namespace)
-    except ApiException as e:
-        if e.status == 404 and optional:
-            return {}
-        if e.status == 404:
-            raise VolumeNotReady(f'configmap "{name}" not found') from e
-        raise
-    data = {k: v.encode() for k, v in (cm.data or {}).items()}
-    data |= {k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()}
-    return data
-
-
-def _secret_data(core: client.CoreV1Api, namespace: str, name: str, optional: bool) -> dict[str, bytes]:
-    try:
-        secret = core.read_namespaced_secret(name, namespace)
-    except ApiException as e:
-        if e.status == 404 and optional:
-            return {}
-        if e.status == 404:
-            raise VolumeNotReady(f'secret "{name}" not found') from e
-        raise
-    return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        return read_data(core, kind, namespace, name, optional)
+    except MissingSource as e:
+        raise VolumeNotReady(str(e)) from e
 
 
 def _downward_items(pod: dict[str, Any], items: list[dict[str, Any]], default_mode: int) -> list:
@@ -110,11 +92,11 @@ def _projected_files(core: client.CoreV1Api, pod: dict[str, Any], projected: dic
             files.append((sat["path"], _service_account_token(core, pod, sat), mode))
         elif "configMap" in source:
             ref = source["configMap"]
-            data = _config_map_data(core, namespace, ref["name"], ref.get("optional", False))
+            data = _source_data(core, "configmap", namespace, ref["name"], ref.get("optional", False))
             files += _key_items(data, ref.get("items"), mode)
         elif "secret" in source:
             ref = source["secret"]
-            data = _secret_data(core, namespace, ref["name"], ref.get("optional", False))
+            data = _source_data(core, "secret", namespace, ref["name"], ref.get("optional", False))
             files += _key_items(data, ref.get("items"), mode)
         elif "downwardAPI" in source:
             files += _downward_items(pod, source["downwardAPI"].get("items") or [], mode)
@@ -143,11 +125,11 @@ def materialise(
             target.mkdir(parents=True, exist_ok=True)
         elif "configMap" in volume:
             ref = volume["configMap"]
-            data = _config_map_data(core, namespace, ref["name"], ref.get("optional", False))
+            data = _source_data(core, "configmap", namespace, ref["name"], ref.get("optional", False))
             files = _key_items(data, ref.get("items"), ref.get("defaultMode") or 0o644)
         elif "secret" in volume:
             ref = volume["secret"]
-            data = _secret_data(core, namespace, ref["secretName"], ref.get("optional", False))
+            data = _source_data(core, "secret", namespace, ref["secretName"], ref.get("optional", False))
             files = _key_items(data, ref.get("items"), ref.get("defaultMode") or 0o644)
         elif "projected" in volume:
             files = _projected_files(core, pod, volume["projected"])
