@@ -59,12 +59,16 @@ class LossCurve:
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.checkpoints: list[dict[str, Any]] = []
 
     def progress(self, progress: dict[str, Any], final: bool = False) -> None:
         self.events.append(dict(progress))
 
     def metrics(self, metrics: dict[str, Any]) -> None:
         pass
+
+    def checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.checkpoints.append(checkpoint)
 
     @property
     def losses(self) -> list[float]:

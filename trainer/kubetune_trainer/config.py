@@ -201,11 +201,47 @@ class TrainingSpec(_Spec):
     # Held-out rows answered by greedy generation before and after training (0: skip); gives the
     # evalAccuracyBefore/After metrics.
     generation_eval_samples: int = Field(default=0, ge=0)
+    # Checkpoint (weights, optimizer, scheduler, RNG, data position) every this many steps to
+    # <output.uri>/checkpoints/; None: only on SIGTERM. A restarted trainer resumes from the newest.
+    save_steps: int | None = Field(default=None, gt=0, exclude_if=_unset)
 
     @model_validator(mode="after")
     def _one_warmup(self) -> TrainingSpec:
         if self.warmup_steps and self.warmup_ratio:
             raise ValueError("set warmupSteps or warmupRatio, not both")
+        return self
+
+
+TaskMetric = Literal["exactMatch", "f1", "rougeL"]
+# What early stopping can watch: the eval loss, its perplexity, or a task metric.
+WatchedMetric = Literal["evalLoss", "perplexity", "exactMatch", "f1", "rougeL"]
+
+
+class EarlyStoppingSpec(_Spec):
+    metric: WatchedMetric = "evalLoss"
+    # Evaluations without an improvement larger than minDelta before training stops.
+    patience: int = Field(default=3, gt=0)
+    min_delta: float = Field(default=0.0, ge=0.0)
+
+    @property
+    def greater_is_better(self) -> bool:
+        return self.metric not in ("evalLoss", "perplexity")
+
+
+class EvaluationSpec(_Spec):
+    """Task metrics from greedy answers to held-out rows at each evaluation, and early stopping."""
+
+    # exactMatch and f1 (macro over the gold labels) for label-style answers; rougeL for free text.
+    metrics: list[TaskMetric] = Field(default_factory=list)
+    samples: int = Field(default=64, gt=0)
+    max_new_tokens: int = Field(default=32, gt=0)
+    early_stopping: EarlyStoppingSpec | None = None
+
+    @model_validator(mode="after")
+    def _watched_metric_is_computed(self) -> EvaluationSpec:
+        watched = self.early_stopping.metric if self.early_stopping else None
+        if watched in ("exactMatch", "f1", "rougeL") and watched not in self.metrics:
+            raise ValueError(f"earlyStopping.metric {watched} must also be listed in evaluation.metrics")
         return self
 
 
@@ -259,6 +295,7 @@ class TrainerConfig(_Spec):
     # qlora only; None there means 4-bit nf4 with double quantization.
     quantization: QuantizationSpec | None = Field(default=None, exclude_if=_unset)
     training: TrainingSpec = TrainingSpec()
+    evaluation: EvaluationSpec | None = Field(default=None, exclude_if=_unset)
     output: OutputSpec
     export: ExportSpec = ExportSpec()
 
@@ -275,6 +312,18 @@ class TrainerConfig(_Spec):
             raise ValueError(
                 "export.onnxAdapter cannot carry DoRA magnitudes; set lora.useDora false or drop onnxAdapter"
             )
+        stopping = self.evaluation.early_stopping if self.evaluation else None
+        if stopping is not None:
+            if self.training.eval_steps is None:
+                raise ValueError("evaluation.earlyStopping needs training.evalSteps")
+            save_steps = self.training.save_steps
+            if save_steps is not None and save_steps % self.training.eval_steps:
+                # The best checkpoint must be one that was evaluated.
+                raise ValueError(
+                    "with evaluation.earlyStopping, training.saveSteps must be a multiple of evalSteps"
+                )
+            if self.dataset.eval_uri is None and self.dataset.eval_ratio == 0:
+                raise ValueError("evaluation.earlyStopping needs eval data: dataset.evalUri or evalRatio > 0")
         return self
 
     @model_serializer(mode="wrap")

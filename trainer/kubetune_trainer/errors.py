@@ -12,6 +12,8 @@ class ExitCode(IntEnum):
     STORAGE = 4
     MODEL = 5
     EXPORT = 6
+    # Stopped on SIGTERM with a checkpoint saved: not a failure, the replacement pod resumes.
+    PREEMPTED = 7
 
 
 class TrainerError(Exception):

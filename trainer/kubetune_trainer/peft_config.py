@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubetune_trainer.config import LoraSpec, TrainingSpec
+from kubetune_trainer.config import EvaluationSpec, LoraSpec, TrainingSpec
 from kubetune_trainer.errors import config_error
 from kubetune_trainer.models import discover_target_modules, linear_module_names
 
@@ -43,7 +43,33 @@ def check_precision(precision: str, cuda_available: bool) -> None:
         raise config_error("training.precision fp16 needs a GPU; use fp32 or bf16 on CPU")
 
 
-def to_training_arguments(spec: TrainingSpec, output_dir: Path, has_eval: bool) -> TrainingArguments:
+def checkpoint_arguments(spec: TrainingSpec, evaluation: EvaluationSpec | None) -> dict[str, Any]:
+    """When the Trainer saves checkpoints, and (early stopping) how it picks the best one."""
+    from kubetune_trainer.evaluation import TRAINER_KEYS
+
+    stopping = evaluation.early_stopping if evaluation else None
+    if stopping is None:
+        # Without saveSteps a checkpoint is still written on SIGTERM (checkpoints.PreemptionWatch).
+        return {
+            "save_strategy": "steps" if spec.save_steps else "no",
+            "save_steps": spec.save_steps,
+            # Older ones are in S3 if needed; the pod's disk keeps only the newest.
+            "save_total_limit": 1,
+        }
+    return {
+        "save_strategy": "steps",
+        # The best checkpoint must be an evaluated one, so saves follow the evaluations.
+        "save_steps": spec.save_steps or spec.eval_steps,
+        "save_total_limit": 1,  # the best one is kept besides
+        "load_best_model_at_end": True,
+        "metric_for_best_model": f"eval_{TRAINER_KEYS[stopping.metric]}",
+        "greater_is_better": stopping.greater_is_better,
+    }
+
+
+def to_training_arguments(
+    spec: TrainingSpec, output_dir: Path, has_eval: bool, evaluation: EvaluationSpec | None = None
+) -> TrainingArguments:
     import torch
     from transformers import TrainingArguments
 
@@ -81,9 +107,9 @@ def to_training_arguments(spec: TrainingSpec, output_dir: Path, has_eval: bool) 
         logging_first_step=True,
         eval_strategy="steps" if evaluate_periodically else "no",
         eval_steps=spec.eval_steps if evaluate_periodically else None,
-        # The adapter is saved once, explicitly, at the end; checkpoints would only fill the disk.
-        save_strategy="no",
-        report_to="none",
+        **checkpoint_arguments(spec, evaluation),
+        # TensorBoard event files, written where train.py's TENSORBOARD_LOGGING_DIR points.
+        report_to=["tensorboard"],
         disable_tqdm=True,
         # Our collator builds the batches from plain token lists, so no column is unused.
         remove_unused_columns=False,

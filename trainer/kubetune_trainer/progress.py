@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 from transformers import TrainerCallback
 
+from kubetune_trainer.evaluation import status_metrics
+
 log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL = "kubetune.dev", "v1alpha1", "finetunejobs"
@@ -34,7 +36,10 @@ class ProgressSink(Protocol):
         """A progress snapshot (camelCase keys); `final` marks the last one of a phase."""
 
     def metrics(self, metrics: dict[str, Any]) -> None:
-        """The final metrics, sent once at the end."""
+        """Metrics: each evaluation's as it happens, then the final ones."""
+
+    def checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint now stored: step, uri and time (status.lastCheckpoint)."""
 
 
 def _now() -> str:
@@ -58,6 +63,9 @@ class JsonFileSink:
     def metrics(self, metrics: dict[str, Any]) -> None:
         self._append({"kind": "metrics", **metrics})
 
+    def checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._append({"kind": "checkpoint", **checkpoint})
+
     def read(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.path.read_text().splitlines()]
 
@@ -78,6 +86,9 @@ class LoggingSink:
     def metrics(self, metrics: dict[str, Any]) -> None:
         log.info("metrics %s", json.dumps(metrics, sort_keys=True))
 
+    def checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        log.info("checkpoint %s", json.dumps(checkpoint, sort_keys=True))
+
 
 class MultiSink:
     def __init__(self, *sinks: ProgressSink) -> None:
@@ -91,10 +102,20 @@ class MultiSink:
         for sink in self.sinks:
             sink.metrics(metrics)
 
+    def checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.checkpoint(checkpoint)
 
-def status_patch(progress: dict[str, Any] | None, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+
+def status_patch(
+    progress: dict[str, Any] | None,
+    metrics: dict[str, Any] | None = None,
+    checkpoint: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The merge-patch body for the FineTuneJob status subresource."""
     status: dict[str, Any] = {}
+    if checkpoint is not None:
+        status["lastCheckpoint"] = checkpoint
     if progress is not None:
         status["progress"] = status_progress(progress)
     if metrics is not None:
@@ -199,6 +220,11 @@ class KubernetesStatusSink:
             pending, self._pending = self._pending, None
         self._patch(status_patch(pending, metrics))
 
+    def checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        self._patch(status_patch(pending, checkpoint=checkpoint))
+
     def _patch(self, body: dict[str, Any]) -> None:
         if self._disabled:
             return
@@ -221,8 +247,11 @@ class KubernetesStatusSink:
                 self._disabled = True
 
 
-def sink_from_env(progress_file: Path | None, default_namespace: str) -> ProgressSink:
+def sink_from_env(progress_file: Path | None, default_namespace: str, main: bool = True) -> ProgressSink:
+    """Logs, plus the FineTuneJob's status and the progress file from the job's main process only."""
     sinks: list[ProgressSink] = [LoggingSink()]
+    if not main:
+        return MultiSink(*sinks)
     kube = KubernetesStatusSink.from_env(default_namespace)
     if kube is not None:
         sinks.append(kube)
@@ -245,6 +274,8 @@ class ProgressCallback(TrainerCallback):
         self.sink, self.clock = sink, clock
         self.start: float | None = None
         self.end: float | None = None
+        # The step training (re)started from: a resumed run's speed counts only its own steps.
+        self.start_step = self.start_tokens = 0
         self.phase = "starting"
         self.last: dict[str, Any] = {}
 
@@ -252,8 +283,9 @@ class ProgressCallback(TrainerCallback):
         step, total = int(state.global_step), int(state.max_steps or 0)
         now = self.end if self.end is not None else self.clock()
         elapsed = now - (self.start if self.start is not None else now)
-        eta = elapsed / step * (total - step) if step and total else None
-        tokens = getattr(state, "num_input_tokens_seen", 0) or 0
+        done_here = step - self.start_step
+        eta = elapsed / done_here * (total - step) if done_here > 0 and total else None
+        tokens = (getattr(state, "num_input_tokens_seen", 0) or 0) - self.start_tokens
         self.last = {
             **self.last,
             "phase": phase,
@@ -270,6 +302,8 @@ class ProgressCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.start, self.phase = self.clock(), "training"
+        self.start_step = int(state.global_step)
+        self.start_tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
         self.sink.progress(self.snapshot(state, self.phase), final=True)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -286,6 +320,9 @@ class ProgressCallback(TrainerCallback):
         ):
             if source in logs:
                 self.last[target] = _finite(logs[source])
+        evaluated = status_metrics(logs)
+        if evaluated:
+            self.sink.metrics(evaluated)
         if "loss" in logs or "eval_loss" in logs:
             # An evaluation after training (trainer.evaluate()) keeps the "trained" phase.
             self.sink.progress(self.snapshot(state, self.phase), final=self.phase == "trained")

@@ -48,3 +48,12 @@ def render(metrics: dict[str, Any], artifacts: list[dict[str, Any]]) -> str:
     if len(text.encode()) > RESULT_LIMIT:
         text = json.dumps({"metrics": {}, "artifacts": artifacts}, separators=(",", ":"), sort_keys=True)
     return text
+
+
+def render_rank(outcome: dict[str, Any]) -> str:
+    """What a pod other than the first of a distributed run reports: its rank and weights digest."""
+    return json.dumps(
+        {"rank": outcome["rank"], "weightsSha256": outcome["weightsSha256"]},
+        separators=(",", ":"),
+        sort_keys=True,
+    )

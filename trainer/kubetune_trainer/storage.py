@@ -242,3 +242,26 @@ class Storage:
         path = tmp_dir / PurePosixPath(uri).name
         path.write_bytes(data)
         return self.upload_file(path, uri)
+
+    # --- listing and deleting folders ---
+
+    def list_folder(self, uri: str) -> list[str]:
+        """Relative paths of every file under the folder `uri` (S3 prefix or local folder)."""
+        location = parse_uri(uri)
+        if isinstance(location, Path):
+            return [rel for _, rel in _files_under(location)] if location.is_dir() else []
+        prefix = location.key.rstrip("/") + "/" if location.key else ""
+        return [key[len(prefix) :] for key in self.list_keys(S3Location(location.bucket, prefix))]
+
+    def delete_folder(self, uri: str) -> None:
+        """Delete every file under the folder `uri`."""
+        location = parse_uri(uri)
+        if isinstance(location, Path):
+            shutil.rmtree(location, ignore_errors=True)
+            return
+        prefix = location.key.rstrip("/") + "/"
+        keys = self.list_keys(S3Location(location.bucket, prefix))
+        with _s3_errors("delete", uri):
+            for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+                batch = [{"Key": key} for key in keys[start : start + 1000]]
+                self.client.delete_objects(Bucket=location.bucket, Delete={"Objects": batch, "Quiet": True})

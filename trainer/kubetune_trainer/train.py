@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -18,11 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubetune_trainer import distributed
 from kubetune_trainer import result as run_result
+from kubetune_trainer.checkpoints import (
+    CheckpointStore,
+    CheckpointUploader,
+    Preempted,
+    PreemptionWatch,
+    best_step,
+)
 from kubetune_trainer.cli import configure_logging, parse_args, run_entrypoint
 from kubetune_trainer.config import BaseModelSpec, DatasetSpec, TrainerConfig, load_config
 from kubetune_trainer.data import (
-    REAL_TOKENS,
     CausalLMCollator,
     Format,
     PackingCollator,
@@ -33,12 +41,18 @@ from kubetune_trainer.data import (
     split_rows,
     validate_rows,
 )
+from kubetune_trainer.distributed import all_gather, weights_digest
+from kubetune_trainer.evaluation import STATUS_NAMES
 from kubetune_trainer.progress import ProgressCallback, ProgressSink, sink_from_env
 from kubetune_trainer.storage import Storage, join_uri, sha256_file
 
 log = logging.getLogger("kubetune_trainer.train")
 
 METRICS_FILE = "training_metrics.json"
+# The Trainer's log (loss per logging step, evaluations), saved beside the weights.
+LOG_HISTORY_FILE = "training_log.json"
+# TensorBoard event files, under <output.uri>/tensorboard/.
+TENSORBOARD_DIR = "tensorboard"
 
 
 def fetch_base_model(spec: BaseModelSpec, storage: Storage, workdir: Path) -> Path:
@@ -166,24 +180,6 @@ def data_collator(cfg: TrainerConfig, pad_token_id: int) -> CausalLMCollator | P
     return CausalLMCollator(pad_token_id)
 
 
-def trainer_class(packing: bool) -> type:
-    """The HF Trainer, or with packing one that counts a packed batch's real tokens (the padded row
-    tails excluded) and keeps that count away from the model."""
-    from transformers import Trainer
-
-    if not packing:
-        return Trainer
-
-    class PackedTrainer(Trainer):
-        def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
-            real = inputs.pop(REAL_TOKENS, None)
-            if real is not None and self.model.training:
-                self.state.num_input_tokens_seen += int(real)
-            return super()._prepare_inputs(inputs)
-
-    return PackedTrainer
-
-
 def set_kv_cache(model: Any, enabled: bool) -> bool:
     """Set the model config's use_cache; returns the previous value. Packing trains without it: with a
     cache (on by default, even in train mode) transformers skips the position-id check that keeps
@@ -194,12 +190,60 @@ def set_kv_cache(model: Any, enabled: bool) -> bool:
     return previous
 
 
+def restore_checkpoint(store: CheckpointStore, args: Any, root: Path) -> tuple[Path | None, int]:
+    """The newest complete checkpoint of this run, downloaded once per pod; (None, 0) on a first start."""
+    latest = store.latest()
+    if latest is None:
+        return None, 0
+    # The pod's first process downloads; its other processes then find the folder complete.
+    with args.main_process_first(local=True, desc="checkpoint download"):
+        local = store.download(latest, root)
+    log.info("resuming from the checkpoint of step %d (%s)", latest.step, latest.uri)
+    return local, latest.step
+
+
+def evaluation_callbacks(cfg: TrainerConfig) -> list[Any]:
+    from transformers import EarlyStoppingCallback
+
+    stopping = cfg.evaluation.early_stopping if cfg.evaluation else None
+    if stopping is None:
+        return []
+    return [EarlyStoppingCallback(stopping.patience, early_stopping_threshold=stopping.min_delta)]
+
+
+def answer_evaluator(cfg: TrainerConfig, fmt: Format, tokenizer: Any, rows: list[dict]) -> Any:
+    from kubetune_trainer.evaluation import AnswerEvaluator
+    from kubetune_trainer.generation import prompts_from_rows
+
+    if cfg.evaluation is None or not cfg.evaluation.metrics or not rows:
+        return None
+    prompts = prompts_from_rows(cfg.dataset, fmt, tokenizer, rows[: cfg.evaluation.samples])
+    return AnswerEvaluator(cfg.evaluation, tokenizer, prompts)
+
+
+def early_stopping_metrics(cfg: TrainerConfig, state: Any) -> dict[str, Any]:
+    if cfg.evaluation is None or cfg.evaluation.early_stopping is None:
+        return {}
+    return {
+        "bestStep": best_step(state),
+        "bestMetric": state.best_metric,
+        "stoppedEarly": 1.0 if state.global_step < state.max_steps else 0.0,
+    }
+
+
 def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storage | None = None) -> dict:
+    """Train, resuming from the run's newest checkpoint if there is one. Every process of a distributed
+    run calls this; only the main one uploads and returns artifacts, the others their weights digest."""
+    from transformers import set_seed
+
+    from kubetune_trainer.hf_trainer import KubetuneTrainer
     from kubetune_trainer.models import load_for_training
     from kubetune_trainer.peft_config import to_training_arguments
 
     storage = storage or Storage()
     started = time.monotonic()
+    # First, so that a SIGTERM while downloading still ends in a checkpoint at the first step.
+    preemption = PreemptionWatch().install()
     base_dir = fetch_base_model(cfg.base_model, storage, workdir)
     model, tokenizer = load_for_training(base_dir, cfg.effective_quantization)
     data = fetch_dataset(cfg.dataset, storage, workdir)
@@ -209,22 +253,39 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
     log.info("data: %s, %d train / %d eval rows", data.format, len(train_set), len(eval_set))
 
     accuracy_before = _generation_accuracy(cfg, data.format, model, tokenizer, data.splits.eval)
+    # The adapter's initial weights come from this seed: a rerun (or a resumed run) starts identically.
+    set_seed(cfg.training.seed)
     model = prepare_model(cfg, model)
     trainable, total = parameter_counts(model)
     log.info("%s: %d trainable of %d parameters", cfg.method, trainable, total)
     use_cache = set_kv_cache(model, False) if cfg.training.packing else None
-    trainer = trainer_class(cfg.training.packing)(
+    # Creating the arguments joins the process group of a distributed run.
+    args = to_training_arguments(cfg.training, workdir / "trainer", bool(eval_set), cfg.evaluation)
+    store = CheckpointStore(storage, cfg.output.uri)
+    resume_dir, resumed_step = restore_checkpoint(store, args, workdir / "restored")
+    tensorboard_dir = workdir / TENSORBOARD_DIR
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard_dir)
+    uploader = CheckpointUploader(store, sink, workdir / "scratch", {TENSORBOARD_DIR: tensorboard_dir})
+    trainer = KubetuneTrainer(
         model=model,
-        args=to_training_arguments(cfg.training, workdir / "trainer", has_eval=bool(eval_set)),
+        args=args,
         train_dataset=train_set,
         eval_dataset=eval_set or None,
         data_collator=data_collator(cfg, tokenizer.pad_token_id),
-        callbacks=[ProgressCallback(sink)],
+        callbacks=[ProgressCallback(sink), preemption, uploader, *evaluation_callbacks(cfg)],
+        answer_evaluator=answer_evaluator(cfg, data.format, tokenizer, data.splits.eval),
     )
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
+    if preemption.preempted:
+        raise Preempted(trainer.state.global_step)
+    # With early stopping the Trainer has loaded the best checkpoint: this evaluates what is saved.
     eval_metrics = trainer.evaluate() if eval_set else {}
     if use_cache is not None:
         set_kv_cache(model, use_cache)  # saved configs and generation keep the model's own setting
+    digest = weights_digest(model)
+    digests = all_gather(digest)
+    if not distributed.is_main():
+        return {"rank": distributed.rank(), "weightsSha256": digest}
     accuracy_after = _generation_accuracy(cfg, data.format, model, tokenizer, data.splits.eval)
     metrics = training_metrics(
         trainer,
@@ -238,13 +299,21 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
             "evalAccuracyAfter": accuracy_after,
             "datasetSha256": data.sha256,
             "runId": cfg.run_id,
+            "resumedFromStep": resumed_step,
+            "worldSize": distributed.world_size(),
+            "weightsIdentical": 1.0 if len(set(digests)) == 1 else 0.0,
+            "weightsSha256": digest,
             "wallSeconds": round(time.monotonic() - started, 1),
+            **{STATUS_NAMES[k]: v for k, v in eval_metrics.items() if k in STATUS_NAMES},
+            **early_stopping_metrics(cfg, trainer.state),
         },
     )
     group = trained_dir_name(cfg)
     out_dir = save_trained(model, tokenizer, metrics, workdir / group)
+    (out_dir / LOG_HISTORY_FILE).write_text(json.dumps(trainer.state.log_history, indent=1))
     out_uri = join_uri(cfg.output.uri, group)
     entries = storage.upload_dir(out_dir, out_uri)
+    uploader.upload_extras()  # the TensorBoard files, complete
     sink.metrics(metrics)
     log.info("metrics %s", json.dumps(metrics, sort_keys=True))
     return {**metrics, "artifacts": [run_result.folder_artifact(ARTIFACT_KINDS[group], out_uri, entries)]}
@@ -254,9 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     args = parse_args("python -m kubetune_trainer.train", argv)
 
-    def job() -> str:
+    def job() -> str | None:
         cfg = load_config(args.config)
-        outcome = train(cfg, args.workdir, sink_from_env(args.progress_file, cfg.namespace))
+        sink = sink_from_env(args.progress_file, cfg.namespace, main=distributed.is_main())
+        outcome = train(cfg, args.workdir, sink)
+        if not distributed.is_local_main():
+            return None  # the pod's first process speaks for the pod
+        if "artifacts" not in outcome:
+            return run_result.render_rank(outcome)
         return run_result.render(outcome, outcome.pop("artifacts"))
 
     return run_entrypoint("train", job)

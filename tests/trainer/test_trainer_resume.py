@@ -1,0 +1,139 @@
+"""Checkpoints and resume: SIGTERM checkpoints at the end of the current step and exits PREEMPTED (7); the
+next start resumes from it and continues the loss curve of an uninterrupted run with the same seed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubetune_trainer.checkpoints import COMPLETE_MARKER, CheckpointStore
+from kubetune_trainer.errors import ExitCode
+from kubetune_trainer.storage import Storage
+
+STEPS = 60
+
+
+def _config(make_config, base: Path, out: Path, **training: Any) -> dict[str, Any]:
+    return make_config(
+        str(base),
+        str(out),
+        training={
+            "maxSteps": STEPS,
+            "learningRate": 5e-3,
+            "batchSize": 4,
+            "maxSeqLength": 64,
+            "saveSteps": 20,
+            **training,
+        },
+    )
+
+
+def _start(config: dict[str, Any], root: Path) -> subprocess.Popen[bytes]:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(json.dumps(config))
+    progress = root / "progress.jsonl"
+    return subprocess.Popen(
+        [sys.executable, "-m", "kubetune_trainer.train", "--config", str(root / "config.json")]
+        + ["--workdir", str(root / "work"), "--progress-file", str(progress)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "KUBETUNE_PROGRESS_INTERVAL": "0"},
+    )
+
+
+def _steps_seen(progress: Path) -> int:
+    if not progress.exists():
+        return 0
+    steps = [json.loads(line).get("step", 0) for line in progress.read_text().splitlines() if line]
+    return max(steps, default=0)
+
+
+def _losses(out: Path) -> dict[int, float]:
+    log = json.loads((out / "adapter" / "training_log.json").read_text())
+    return {e["step"]: e["loss"] for e in log if "loss" in e}
+
+
+def test_checkpoint_store_ignores_incomplete_uploads(tmp_path: Path) -> None:
+    store = CheckpointStore(Storage(), str(tmp_path / "out"))
+    for step in (5, 10, 15):
+        folder = tmp_path / f"local-{step}"
+        folder.mkdir()
+        (folder / "weights.bin").write_bytes(bytes([step]))
+        store.upload(folder, step, tmp_path / "scratch")
+    # A pod killed mid-upload leaves files but no marker: that checkpoint does not exist.
+    (tmp_path / "out" / "checkpoints" / "checkpoint-20").mkdir()
+    (tmp_path / "out" / "checkpoints" / "checkpoint-20" / "weights.bin").write_bytes(b"partial")
+    assert [c.step for c in store.complete()] == [5, 10, 15]
+    latest = store.latest()
+    assert latest is not None and latest.step == 15
+    local = store.download(latest, tmp_path / "restored")
+    assert (local / "weights.bin").read_bytes() == bytes([15]) and (local / COMPLETE_MARKER).exists()
+    store.prune(keep_step=5)
+    assert [c.step for c in store.complete()] == [5, 10, 15]
+    store.prune(keep_step=None)
+    assert [c.step for c in store.complete()] == [10, 15]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, make_config) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("resume")
+    plain = _start(_config(make_config, tiny_model_dir, root / "plain-out"), root / "plain")
+    assert plain.wait(timeout=600) == 0
+
+    config = _config(make_config, tiny_model_dir, root / "resumed-out")
+    first = _start(config, root / "first")
+    deadline = time.monotonic() + 300
+    while _steps_seen(root / "first" / "progress.jsonl") < 25 and time.monotonic() < deadline:
+        assert first.poll() is None, "the trainer ended before it was interrupted"
+        time.sleep(0.02)
+    seen = _steps_seen(root / "first" / "progress.jsonl")
+    first.send_signal(signal.SIGTERM)
+    first_code = first.wait(timeout=120)
+    checkpoints = [
+        json.loads(line)
+        for line in (root / "first" / "progress.jsonl").read_text().splitlines()
+        if '"checkpoint"' in line
+    ]
+    second = _start(config, root / "second")
+    assert second.wait(timeout=600) == 0
+    metrics = json.loads((root / "resumed-out" / "adapter" / "training_metrics.json").read_text())
+    return {
+        "root": root,
+        "seen": seen,
+        "first_code": first_code,
+        "checkpoints": checkpoints,
+        "metrics": metrics,
+    }
+
+
+def test_sigterm_checkpoints_the_current_step_and_exits_preempted(runs: dict[str, Any]) -> None:
+    assert runs["first_code"] == ExitCode.PREEMPTED
+    last = runs["checkpoints"][-1]
+    assert last["kind"] == "checkpoint" and last["uri"].endswith(f"checkpoint-{last['step']}")
+    # The step running when SIGTERM came finished and was saved: nothing done is lost.
+    assert runs["seen"] <= last["step"] <= runs["seen"] + 1
+    assert runs["checkpoints"][0]["step"] == 20  # the periodic one came first
+
+
+def test_the_next_start_resumes_from_that_checkpoint(runs: dict[str, Any]) -> None:
+    assert runs["metrics"]["resumedFromStep"] == runs["checkpoints"][-1]["step"]
+    assert runs["metrics"]["steps"] == STEPS
+
+
+def test_the_resumed_loss_curve_matches_an_uninterrupted_run(runs: dict[str, Any]) -> None:
+    plain = _losses(runs["root"] / "plain-out")
+    resumed = _losses(runs["root"] / "resumed-out")
+    assert sorted(resumed) == sorted(plain) == list(range(1, STEPS + 1))
+    worst = max(abs(plain[s] - resumed[s]) for s in plain)
+    print(f"largest loss difference over {STEPS} steps: {worst:.2e}")
+    assert worst < 1e-3
+    after = [s for s in plain if s > runs["metrics"]["resumedFromStep"]]
+    assert after and plain[after[-1]] < plain[1]  # it was learning throughout

@@ -1,0 +1,37 @@
+"""The HF Trainer with what Kubetune adds to it: real-token counts of packed batches, and perplexity
+and task metrics in every evaluation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import Trainer
+
+from kubetune_trainer.data import REAL_TOKENS
+from kubetune_trainer.evaluation import AnswerEvaluator, perplexity
+
+
+class KubetuneTrainer(Trainer):
+    def __init__(self, *args: Any, answer_evaluator: AnswerEvaluator | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.answer_evaluator = answer_evaluator
+
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        # Packed batches carry their real token count (padded row tails excluded); keep it from the model.
+        real = inputs.pop(REAL_TOKENS, None)
+        if real is not None and self.model.training:
+            self.state.num_input_tokens_seen += int(real)
+        return super()._prepare_inputs(inputs)
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        # Added here rather than in evaluate(): metrics added to this output are logged (TensorBoard,
+        # status) and seen by early stopping like eval_loss.
+        output = super().evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", "eval")
+        loss = output.metrics.get(f"{prefix}_loss")
+        if loss is not None:
+            output.metrics[f"{prefix}_perplexity"] = perplexity(float(loss))
+        if self.answer_evaluator is not None:
+            scores = self.answer_evaluator(self.model)
+            output.metrics.update({f"{prefix}_{name}": value for name, value in scores.items()})
+        return output
