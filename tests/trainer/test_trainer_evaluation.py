@@ -13,7 +13,14 @@ from safetensors.torch import load_file
 
 from kubetune_trainer.config import EvaluationSpec, parse_config
 from kubetune_trainer.errors import TrainerError
-from kubetune_trainer.evaluation import exact_match, macro_f1, perplexity, rouge_l, status_metrics, task_scores
+from kubetune_trainer.evaluation import (
+    exact_match,
+    macro_f1,
+    perplexity,
+    rouge_l,
+    status_metrics,
+    task_scores,
+)
 from kubetune_trainer.progress import JsonFileSink
 
 
@@ -82,7 +89,9 @@ def test_the_default_evaluation_spec_computes_no_task_metric() -> None:
 
 
 @pytest.fixture(scope="module")
-def stopped_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, make_config) -> dict[str, Any]:
+def stopped_run(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, make_config
+) -> dict[str, Any]:
     """A tiny run that evaluates every 2 steps and stops once 2 evaluations improve by less than
     minDelta 100 (none can): it must stop at step 6 of 40."""
     from kubetune_trainer.train import train
@@ -92,7 +101,13 @@ def stopped_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, 
         make_config(
             str(tiny_model_dir),
             str(root / "out"),
-            training={"maxSteps": 40, "learningRate": 1e-2, "batchSize": 8, "maxSeqLength": 64, "evalSteps": 2},
+            training={
+                "maxSteps": 40,
+                "learningRate": 1e-2,
+                "batchSize": 8,
+                "maxSeqLength": 64,
+                "evalSteps": 2,
+            },
             evaluation={
                 "metrics": ["exactMatch", "f1", "rougeL"],
                 "samples": 6,
@@ -145,7 +160,14 @@ def test_tensorboard_event_files_hold_the_curves(stopped_run: dict[str, Any]) ->
     events = EventAccumulator(str(folder))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"train/loss", "eval/loss", "eval/perplexity", "eval/exact_match", "eval/f1", "eval/rouge_l"} <= tags
+    assert {
+        "train/loss",
+        "eval/loss",
+        "eval/perplexity",
+        "eval/exact_match",
+        "eval/f1",
+        "eval/rouge_l",
+    } <= tags
     assert [e.step for e in events.Scalars("eval/loss")][:3] == [2, 4, 6]
 
 

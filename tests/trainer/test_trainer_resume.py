@@ -40,9 +40,9 @@ def _start(config: dict[str, Any], root: Path) -> subprocess.Popen[bytes]:
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(config))
     progress = root / "progress.jsonl"
+    command = [sys.executable, "-m", "kubetune_trainer.train", "--config", str(root / "config.json")]
     return subprocess.Popen(
-        [sys.executable, "-m", "kubetune_trainer.train", "--config", str(root / "config.json")]
-        + ["--workdir", str(root / "work"), "--progress-file", str(progress)],
+        [*command, "--workdir", str(root / "work"), "--progress-file", str(progress)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "KUBETUNE_PROGRESS_INTERVAL": "0"},
