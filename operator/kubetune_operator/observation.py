@@ -48,19 +48,27 @@ class ChildJob:
     failed_message: str | None = None
     start_time: str | None = None
     completion_time: str | None = None
+    completions: int = 1  # pods that must succeed: resources.nodes for the trainer
     outcomes: tuple[ContainerOutcome, ...] = field(default_factory=tuple)
 
     @property
     def done(self) -> bool:
         """Succeeded: the Job says so, or (a second sooner, before the Job controller's next sync)
-        its single pod exited 0. One completion is all our Jobs ask for."""
+        the single pod of a one-pod Job exited 0."""
         return self.complete or (
-            not self.failed_reason
+            self.completions == 1
+            and not self.failed_reason
             and any(o.exit_code == 0 and o.reason == "Completed" for o in self.outcomes)
         )
 
     def last_outcome(self) -> ContainerOutcome | None:
         return max(self.outcomes, key=lambda o: o.finished_at, default=None)
+
+    def result_outcome(self) -> ContainerOutcome | None:
+        """The outcome holding the run's result: in a multi-pod run, pod 0's (the others report only
+        their rank's weights digest)."""
+        with_artifacts = [o for o in self.outcomes if o.exit_code == 0 and "artifacts" in o.result()]
+        return max(with_artifacts, key=lambda o: o.finished_at, default=None) or self.last_outcome()
 
     def last_failure(self) -> ContainerOutcome | None:
         failures = [o for o in self.outcomes if o.exit_code != 0]
@@ -91,6 +99,7 @@ def child_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> ChildJob:
         failed_message=failed.get("message") if failed else None,
         start_time=status.get("startTime"),
         completion_time=status.get("completionTime"),
+        completions=int((job.get("spec") or {}).get("completions") or 1),
         outcomes=tuple(o for pod in pods if (o := container_outcome(pod)) is not None),
     )
 

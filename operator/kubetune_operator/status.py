@@ -30,6 +30,7 @@ EXIT_CODE_MEANINGS = {
     4: "storage or credentials error",
     5: "model error",
     6: "export error",
+    7: "stopped on SIGTERM after a checkpoint; resuming",
     137: "killed (SIGKILL)",
     143: "terminated (SIGTERM)",
 }
@@ -266,7 +267,7 @@ def failure_message(stage: str, job: ChildJob) -> str:
 
 
 def _metrics(job: ChildJob) -> dict[str, float]:
-    last = job.last_outcome()
+    last = job.result_outcome()
     raw = last.result().get("metrics") if last else None
     if not isinstance(raw, dict):
         return {}
@@ -274,7 +275,7 @@ def _metrics(job: ChildJob) -> dict[str, float]:
 
 
 def _artifacts(job: ChildJob) -> list[Artifact]:
-    last = job.last_outcome()
+    last = job.result_outcome()
     items = last.result().get("artifacts") if last else None
     if not isinstance(items, list):
         return []

@@ -236,6 +236,38 @@ BAD_SPECS = [
         "quantization (4/8-bit base weights) is only valid with method qlora",
     ),
     BadSpec(
+        "early-stopping-without-eval-steps",
+        _set("spec.evaluation", {"earlyStopping": {"metric": "evalLoss"}}),
+        "spec",
+        "evaluation.earlyStopping needs training.evalSteps",
+        "evaluation.earlyStopping needs training.evalSteps",
+    ),
+    BadSpec(
+        "early-stopping-save-steps-not-multiple",
+        _all(
+            _set("spec.training.evalSteps", 3),
+            _set("spec.training.saveSteps", 10),
+            _set("spec.evaluation", {"earlyStopping": {}}),
+        ),
+        "spec",
+        "training.saveSteps must be a multiple of training.evalSteps",
+        "training.saveSteps must be a multiple of training.evalSteps",
+    ),
+    BadSpec(
+        "early-stopping-on-unlisted-metric",
+        _set("spec.evaluation", {"metrics": ["exactMatch"], "earlyStopping": {"metric": "rougeL"}}),
+        "spec.evaluation",
+        "earlyStopping.metric must also be listed in evaluation.metrics",
+        "earlyStopping.metric must also be listed in evaluation.metrics",
+    ),
+    BadSpec(
+        "unknown-task-metric",
+        _set("spec.evaluation", {"metrics": ["bleu"]}),
+        "spec.evaluation.metrics.0",
+        "'exactMatch', 'f1' or 'rougeL'",
+        'Unsupported value: "bleu"',
+    ),
+    BadSpec(
         "quantization-3-bits",
         _all(_set("spec.method", "qlora"), _set("spec.quantization", {"bits": 3})),
         "spec.quantization.bits",

@@ -100,6 +100,7 @@ def test_rules_are_the_operators_calls_and_no_more() -> None:
         ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
         ("", "pods"): {"get", "list", "watch"},
         ("", "configmaps"): {"get", "create", "delete"},
+        ("", "services"): {"get", "create", "delete"},
         ("", "serviceaccounts"): {"get", "create"},
         ("rbac.authorization.k8s.io", "roles"): {"get", "create"},
         ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create"},

@@ -113,14 +113,14 @@ def test_a_spec_this_version_cannot_run_fails_without_creating_jobs(
     batch: client.BatchV1Api,
 ) -> None:
     job = tiny_job("later", s3_seeded)
-    job["spec"]["resources"]["nodes"] = 2  # multi-node training is not implemented yet
+    job["spec"]["export"]["mergedModel"] = False  # the exporter always merges in this version
     apply_ftj(custom, workspace, job)
 
     status = wait_phase(custom, workspace, "later", {"Failed", "Training", "Succeeded"}, 120)["status"]
 
     assert status["phase"] == "Failed", status
     stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
-    assert stalled["reason"] == "InvalidSpec" and "resources.nodes" in stalled["message"], stalled
+    assert stalled["reason"] == "InvalidSpec" and "export.mergedModel" in stalled["message"], stalled
     assert batch.list_namespaced_job(workspace).items == []
     warnings = [e for e in events_for(core, workspace, "later") if e.type == "Warning"]
-    assert any(e.reason == "InvalidSpec" and "resources.nodes" in e.message for e in warnings), warnings
+    assert any(e.reason == "InvalidSpec" and "export.mergedModel" in e.message for e in warnings), warnings

@@ -433,7 +433,9 @@ def test_operator_trainer_env_is_appended_in_order(kind: str) -> None:
 
 
 def test_permanent_exit_codes_are_the_trainers_known_errors() -> None:
-    assert set(jobs.PERMANENT_EXIT_CODES) == {c.value for c in ExitCode} - {ExitCode.UNEXPECTED.value}
+    retriable = {ExitCode.UNEXPECTED.value, ExitCode.PREEMPTED.value}
+    assert set(jobs.PERMANENT_EXIT_CODES) == {c.value for c in ExitCode} - retriable
+    assert jobs.PREEMPTED_EXIT_CODE == ExitCode.PREEMPTED
 
 
 @pytest.mark.parametrize("kind", JOB_BUILDERS)
@@ -447,7 +449,69 @@ def test_pod_failure_policy(kind: str) -> None:
             "action": "FailJob",
             "onExitCodes": {"containerName": kind, "operator": "In", "values": [2, 3, 4, 5, 6]},
         },
+        {"action": "Ignore", "onExitCodes": {"containerName": kind, "operator": "In", "values": [7]}},
     ]
+
+
+def test_the_trainer_gets_time_to_checkpoint_after_sigterm() -> None:
+    assert pod_spec(build("trainer"))["terminationGracePeriodSeconds"] == 300
+    assert pod_spec(build("exporter"))["terminationGracePeriodSeconds"] == 60
+
+
+# --- many GPUs, many nodes ----------------------------------------------------------------------------
+
+TRAIN_ARGS = ["-m", "kubetune_trainer.train", "--config", names.CONFIG_PATH]
+
+
+def test_several_gpus_on_one_node_run_one_process_per_gpu() -> None:
+    job = build("trainer", set_("spec.resources.gpusPerNode", 4))
+    assert container(job)["command"] == [
+        "python",
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=4",
+        "--standalone",
+        *TRAIN_ARGS,
+    ]
+    assert container(job)["resources"]["limits"][GPU] == "4"
+    assert "completionMode" not in job["spec"] and "subdomain" not in pod_spec(job)
+
+
+def test_several_nodes_run_an_indexed_job_that_meets_at_pod_zero() -> None:
+    job = build("trainer", set_("spec.resources.gpusPerNode", 2), set_("spec.resources.nodes", 3))
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
+    assert pod_spec(job)["subdomain"] == "tiny-train"
+    assert container(job)["command"] == [
+        "python",
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--nnodes=3",
+        "--node-rank=$(JOB_COMPLETION_INDEX)",
+        f"--master-addr=tiny-train-0.tiny-train.{NAMESPACE}.svc",
+        "--master-port=29500",
+        *TRAIN_ARGS,
+    ]
+
+
+def test_cpu_nodes_run_one_process_each() -> None:
+    job = build("trainer", set_("spec.resources.gpusPerNode", 0), set_("spec.resources.nodes", 2))
+    assert "--nproc-per-node=1" in container(job)["command"]
+    assert GPU not in container(job)["resources"]["limits"]
+
+
+def test_the_headless_service_names_the_trainer_pods() -> None:
+    ftj = tiny(set_("spec.resources.nodes", 2))
+    service = serialize(jobs.trainer_service(ftj))
+    assert service["metadata"]["name"] == "tiny-train"
+    assert service["metadata"]["ownerReferences"][0]["kind"] == "FineTuneJob"
+    assert service["spec"] == {
+        "clusterIP": "None",
+        "selector": {"batch.kubernetes.io/job-name": "tiny-train"},
+        "publishNotReadyAddresses": True,
+        "ports": [{"name": "rendezvous", "port": 29500, "targetPort": 29500}],
+    }
 
 
 @dataclass(frozen=True)
@@ -556,6 +620,8 @@ CONVERSIONS = [
     ),
     Conversion("lora-r-alpha", (), "lora.r", 8),
     Conversion("int4-default", (), "export.int4.mixed_precision", "last_matmul:int8,mixed_layers:int8"),
+    Conversion("save-steps", (set_("spec.training.saveSteps", 7),), "training.save_steps", 7),
+    Conversion("no-evaluation", (), "evaluation", None),
     Conversion(
         "int4-all-int4",
         (set_("spec.export.onnx.int4.lastMatmul", "int4"), set_("spec.export.onnx.int4.mixedLayers", "int4")),
@@ -623,6 +689,29 @@ def test_spec_converts_to_trainer_config(case: Conversion) -> None:
             (set_("spec.dataset.format", "promptCompletion"), delete("spec.dataset.textTemplate")),
             {"dataset": {"format": "promptCompletion"}},
         ),
+        (
+            (
+                set_("spec.training.evalSteps", 5),
+                set_("spec.training.saveSteps", 10),
+                set_(
+                    "spec.evaluation",
+                    {
+                        "metrics": ["f1", "rougeL"],
+                        "samples": 16,
+                        "earlyStopping": {"metric": "f1", "patience": 2},
+                    },
+                ),
+            ),
+            {
+                "training": {"evalSteps": 5, "saveSteps": 10},
+                "evaluation": {
+                    "metrics": ["f1", "rougeL"],
+                    "samples": 16,
+                    "maxNewTokens": 32,
+                    "earlyStopping": {"metric": "f1", "patience": 2, "minDelta": 0.0},
+                },
+            },
+        ),
     ],
     ids=[
         "qlora",
@@ -633,6 +722,7 @@ def test_spec_converts_to_trainer_config(case: Conversion) -> None:
         "no-template",
         "chat",
         "prompt-completion",
+        "evaluation",
     ],
 )
 def test_methods_convert_to_trainer_config(edits: tuple[Edit, ...], expected: dict[str, Any]) -> None:
@@ -651,13 +741,12 @@ def test_methods_convert_to_trainer_config(edits: tuple[Edit, ...], expected: di
 @pytest.mark.parametrize(
     ("edits", "field_name"),
     [
-        ((set_("spec.resources.nodes", 2),), "resources.nodes"),
         (
             (set_("spec.method", "qlora"), set_("spec.quantization", {"bits": 8, "quantType": "fp4"})),
             "quantization.quantType applies to bits 4 only",
         ),
     ],
-    ids=["nodes-2", "qlora-8bit-quant-type"],
+    ids=["qlora-8bit-quant-type"],
 )
 def test_unsupported_specs_are_rejected_naming_the_field(edits: tuple[Edit, ...], field_name: str) -> None:
     ftj = tiny(*edits)  # valid API: the CRD admits it

@@ -105,6 +105,10 @@ Secrets are deliberately absent: trainer pods read S3 credentials through secret
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "create", "delete"]
+# Multi-node runs: a headless Service that names each trainer pod for the rendezvous.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create", "delete"]
 # Each FineTuneJob's trainer identity: a ServiceAccount, and a Role + RoleBinding that allow it
 # get/patch on that one FineTuneJob's status.
 - apiGroups: [""]

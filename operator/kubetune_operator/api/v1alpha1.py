@@ -376,12 +376,69 @@ class TrainingSpec(_Model):
     eval_steps: int | None = Field(
         default=None,
         ge=1,
-        description="Evaluate every this many steps; unset: at each checkpoint and at the end.",
+        description="Evaluate (eval loss, perplexity, task metrics) every this many steps; "
+        "unset: once, at the end.",
     )
     save_steps: int = Field(
         default=100,
         ge=1,
         description="Checkpoint to S3 every this many steps (also on SIGTERM and at the end).",
+    )
+
+
+TASK_METRICS = ("exactMatch", "f1", "rougeL")
+
+
+class EarlyStoppingSpec(_Model):
+    """Stop when the watched metric has not improved for `patience` evaluations; keep the best."""
+
+    metric: Literal["evalLoss", "perplexity", "exactMatch", "f1", "rougeL"] = Field(
+        default="evalLoss",
+        description="Metric to watch; evalLoss and perplexity improve downwards, the task metrics upwards. "
+        "A task metric must also be listed in evaluation.metrics.",
+    )
+    patience: int = Field(
+        default=3, ge=1, le=1000, description="Evaluations without improvement before training stops."
+    )
+    min_delta: float = Field(
+        default=0.0, ge=0, description="Smallest change of the metric that counts as an improvement."
+    )
+
+
+class EvaluationSpec(_Model):
+    """Task metrics from greedy answers to held-out rows at each evaluation, and early stopping."""
+
+    cel_rules = (
+        Cel(
+            "!has(self.earlyStopping) || !(self.earlyStopping.metric in ['exactMatch', 'f1', 'rougeL'])"
+            " || self.earlyStopping.metric in self.metrics",
+            "evaluation.earlyStopping.metric must also be listed in evaluation.metrics",
+            lambda e: (
+                e.early_stopping is None
+                or e.early_stopping.metric not in TASK_METRICS
+                or e.early_stopping.metric in e.metrics
+            ),
+            field_path=".earlyStopping.metric",
+        ),
+    )
+
+    metrics: list[Literal["exactMatch", "f1", "rougeL"]] = Field(
+        default_factory=list,
+        max_length=3,
+        description="Task metrics reported at each evaluation besides evalLoss and perplexity: "
+        "exactMatch and f1 (macro over the gold labels) for label-style answers, rougeL for free text.",
+    )
+    samples: int = Field(
+        default=64,
+        ge=1,
+        le=10000,
+        description="Held-out rows answered for the task metrics at each evaluation.",
+    )
+    max_new_tokens: int = Field(
+        default=32, ge=1, le=1024, description="Longest generated answer for the task metrics."
+    )
+    early_stopping: EarlyStoppingSpec | None = Field(
+        default=None, description="Stop early and keep the best checkpoint; needs training.evalSteps."
     )
 
 
@@ -568,6 +625,43 @@ class FineTuneJobSpec(_Model):
             field_path=".training.precision",
         ),
         Cel(
+            "!has(self.evaluation) || !has(self.evaluation.earlyStopping) || has(self.training.evalSteps)",
+            "evaluation.earlyStopping needs training.evalSteps",
+            lambda s: (
+                s.evaluation is None
+                or s.evaluation.early_stopping is None
+                or s.training.eval_steps is not None
+            ),
+            reason="FieldValueRequired",
+            field_path=".training.evalSteps",
+        ),
+        Cel(
+            "!has(self.evaluation) || !has(self.evaluation.earlyStopping) || !has(self.training.evalSteps)"
+            " || self.training.saveSteps % self.training.evalSteps == 0",
+            "with evaluation.earlyStopping, training.saveSteps must be a multiple of training.evalSteps "
+            "(the best checkpoint must be an evaluated one)",
+            lambda s: (
+                s.evaluation is None
+                or s.evaluation.early_stopping is None
+                or s.training.eval_steps is None
+                or s.training.save_steps % s.training.eval_steps == 0
+            ),
+            field_path=".training.saveSteps",
+        ),
+        Cel(
+            "!has(self.evaluation) || !has(self.evaluation.earlyStopping) || has(self.dataset.evalUri)"
+            " || !has(self.dataset.evalRatio) || self.dataset.evalRatio > 0.0",
+            "evaluation.earlyStopping needs eval data: dataset.evalUri or dataset.evalRatio > 0",
+            lambda s: (
+                s.evaluation is None
+                or s.evaluation.early_stopping is None
+                or s.dataset.eval_uri is not None
+                or s.dataset.eval_ratio is None
+                or s.dataset.eval_ratio > 0
+            ),
+            field_path=".dataset.evalRatio",
+        ),
+        Cel(
             "!has(self.quantization) || self.method == 'qlora'",
             "quantization (4/8-bit base weights) is only valid with method qlora",
             lambda s: s.quantization is None or s.method == Method.QLORA,
@@ -589,6 +683,9 @@ class FineTuneJobSpec(_Model):
         description="Base-weight quantization for qlora; unset: 4-bit nf4 with double quantization.",
     )
     training: TrainingSpec = Field(description="Training hyperparameters.")
+    evaluation: EvaluationSpec | None = Field(
+        default=None, description="Task metrics and early stopping; unset: evalLoss and perplexity only."
+    )
     resources: ResourcesSpec = _nested(ResourcesSpec, "Compute for the trainer pods.")
     export: ExportSpec = _nested(ExportSpec, "Artifacts built after training.")
     output: OutputSpec = Field(description="Where artifacts and checkpoints are written.")

@@ -17,8 +17,14 @@ GPU_TOLERATION = client.V1Toleration(key=GPU_RESOURCE, operator="Exists", effect
 # The trainer's exit codes for errors a retry cannot fix (see trainer/kubetune_trainer/errors.py):
 # invalid config, data, storage/credentials, model, export.
 PERMANENT_EXIT_CODES = [2, 3, 4, 5, 6]
+# Stopped on SIGTERM (its own, or a peer pod's) after saving a checkpoint: the replacement resumes, and
+# the stop is not the job's fault, so it does not count against backoffLimit.
+PREEMPTED_EXIT_CODE = 7
 WORKSPACE = "/workspace"
-TRAINER_GRACE_SECONDS = 60
+# Time between SIGTERM and SIGKILL: enough to finish the current step and upload its checkpoint.
+TRAINER_GRACE_SECONDS = 300
+EXPORTER_GRACE_SECONDS = 60
+RENDEZVOUS_PORT = 29500
 
 
 def config_map(ftj: FineTuneJob) -> client.V1ConfigMap:
@@ -31,17 +37,74 @@ def config_map(ftj: FineTuneJob) -> client.V1ConfigMap:
     )
 
 
+def is_distributed(ftj: FineTuneJob) -> bool:
+    """More than one training process: several GPUs per pod, or several pods."""
+    return ftj.spec.resources.nodes > 1 or ftj.spec.resources.gpus_per_node > 1
+
+
+def trainer_command(ftj: FineTuneJob) -> list[str]:
+    """One process, or torchrun with one process per GPU on each pod. Pods find each other through the
+    headless Service: pod 0 (`<job>-0.<service>.<namespace>.svc`) hosts the rendezvous."""
+    train = ["-m", "kubetune_trainer.train", "--config", names.CONFIG_PATH]
+    if not is_distributed(ftj):
+        return ["python", *train]
+    resources = ftj.spec.resources
+    launcher = [
+        "python",
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={max(resources.gpus_per_node, 1)}",
+    ]
+    if resources.nodes == 1:
+        return [*launcher, "--standalone", *train]
+    job = names.trainer_job_name(ftj)
+    master = f"{job}-0.{names.trainer_service_name(ftj)}.{ftj.metadata.namespace}.svc"
+    return [
+        *launcher,
+        f"--nnodes={resources.nodes}",
+        # The Job controller sets JOB_COMPLETION_INDEX (0..nodes-1) in each pod of an Indexed Job.
+        "--node-rank=$(JOB_COMPLETION_INDEX)",
+        f"--master-addr={master}",
+        f"--master-port={RENDEZVOUS_PORT}",
+        *train,
+    ]
+
+
+def trainer_service(ftj: FineTuneJob) -> client.V1Service:
+    """Headless Service that gives each trainer pod of a multi-node run a DNS name."""
+    return client.V1Service(
+        api_version="v1",
+        kind="Service",
+        metadata=names.child_metadata(ftj, names.trainer_service_name(ftj), names.TRAINER),
+        spec=client.V1ServiceSpec(
+            cluster_ip="None",
+            selector={"batch.kubernetes.io/job-name": names.trainer_job_name(ftj)},
+            # The rendezvous happens before any pod is ready.
+            publish_not_ready_addresses=True,
+            ports=[
+                client.V1ServicePort(name="rendezvous", port=RENDEZVOUS_PORT, target_port=RENDEZVOUS_PORT)
+            ],
+        ),
+    )
+
+
 def trainer_job(ftj: FineTuneJob, settings: OperatorSettings) -> client.V1Job:
-    gpus = ftj.spec.resources.gpus_per_node
-    return _job(
+    job = _job(
         ftj,
         settings,
         name=names.trainer_job_name(ftj),
         component=names.TRAINER,
-        module="kubetune_trainer.train",
-        gpus=gpus,
+        command=trainer_command(ftj),
+        gpus=ftj.spec.resources.gpus_per_node,
         backoff_limit=ftj.spec.backoff_limit,
     )
+    nodes = ftj.spec.resources.nodes
+    if nodes > 1:
+        # One pod per node, each with a stable index and hostname <job>-<index> under the Service.
+        job.spec.completion_mode = "Indexed"
+        job.spec.completions = job.spec.parallelism = nodes
+        job.spec.template.spec.subdomain = names.trainer_service_name(ftj)
+    return job
 
 
 def export_job(ftj: FineTuneJob, settings: OperatorSettings) -> client.V1Job:
@@ -54,7 +117,7 @@ def export_job(ftj: FineTuneJob, settings: OperatorSettings) -> client.V1Job:
         settings,
         name=names.export_job_name(ftj),
         component=names.EXPORTER,
-        module="kubetune_trainer.export",
+        command=["python", "-m", "kubetune_trainer.export", "--config", names.CONFIG_PATH],
         gpus=1 if on_gpu else 0,
         backoff_limit=min(ftj.spec.backoff_limit, 1),
     )
@@ -66,7 +129,7 @@ def _job(
     *,
     name: str,
     component: str,
-    module: str,
+    command: list[str],
     gpus: int,
     backoff_limit: int,
 ) -> client.V1Job:
@@ -97,18 +160,25 @@ def _job(
                             container_name=component, operator="In", values=PERMANENT_EXIT_CODES
                         ),
                     ),
+                    # Checkpointed and stopped on SIGTERM (deleted, drained, a peer lost): resume.
+                    client.V1PodFailurePolicyRule(
+                        action="Ignore",
+                        on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
+                            container_name=component, operator="In", values=[PREEMPTED_EXIT_CODE]
+                        ),
+                    ),
                 ]
             ),
             template=client.V1PodTemplateSpec(
                 metadata=client.V1ObjectMeta(labels=names.labels(ftj, component)),
-                spec=_pod_spec(ftj, settings, component, module, gpus),
+                spec=_pod_spec(ftj, settings, component, command, gpus),
             ),
         ),
     )
 
 
 def _pod_spec(
-    ftj: FineTuneJob, settings: OperatorSettings, component: str, module: str, gpus: int
+    ftj: FineTuneJob, settings: OperatorSettings, component: str, command: list[str], gpus: int
 ) -> client.V1PodSpec:
     spec = ftj.spec
     resources = spec.resources
@@ -126,7 +196,7 @@ def _pod_spec(
         name=component,
         image=resources.image or settings.trainer_image,
         image_pull_policy=settings.image_pull_policy,
-        command=["python", "-m", module, "--config", names.CONFIG_PATH],
+        command=command,
         working_dir=WORKSPACE,
         env=_env(ftj, settings),
         resources=client.V1ResourceRequirements(limits=limits or None, requests=requests or None),
@@ -139,7 +209,9 @@ def _pod_spec(
     return client.V1PodSpec(
         restart_policy="Never",
         service_account_name=names.service_account_name(ftj),
-        termination_grace_period_seconds=TRAINER_GRACE_SECONDS,
+        termination_grace_period_seconds=TRAINER_GRACE_SECONDS
+        if component == names.TRAINER
+        else EXPORTER_GRACE_SECONDS,
         containers=[container],
         volumes=[
             client.V1Volume(

@@ -24,6 +24,11 @@ def trainer_job_name(ftj: FineTuneJob) -> str:
     return f"{ftj.metadata.name}-train"
 
 
+def trainer_service_name(ftj: FineTuneJob) -> str:
+    # The pods' subdomain: <job>-<index>.<service>.<namespace>.svc names each trainer pod.
+    return trainer_job_name(ftj)
+
+
 def export_job_name(ftj: FineTuneJob) -> str:
     return f"{ftj.metadata.name}-export"
 

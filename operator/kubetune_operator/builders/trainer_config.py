@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetune_operator.api import FineTuneJob, LoraSpec, Method, QuantizationSpec
+from kubetune_operator.api import EvaluationSpec, FineTuneJob, LoraSpec, Method, QuantizationSpec
 from kubetune_trainer.config import TrainerConfig, parse_config
 
 TEXT_FIELD_TEMPLATE = "{text}"
@@ -16,8 +16,6 @@ class UnsupportedSpec(ValueError):
 
 def trainer_config(ftj: FineTuneJob) -> TrainerConfig:
     spec = ftj.spec
-    if spec.resources.nodes > 1:
-        raise UnsupportedSpec("resources.nodes > 1 is not supported by this trainer version")
     unsupported = {
         "export.onnx.enabled: false": not spec.export.onnx.enabled and spec.export.enabled,
         "export.mergedModel: false": not spec.export.merged_model,
@@ -74,7 +72,9 @@ def trainer_config(ftj: FineTuneJob) -> TrainerConfig:
             "seed": training.seed,
             "loggingSteps": training.logging_steps,
             "evalSteps": training.eval_steps,
+            "saveSteps": training.save_steps,
         },
+        "evaluation": _evaluation(spec.evaluation),
         # Each spec revision writes under its own run id: a deterministic, never-overwritten path.
         "output": {"uri": f"{spec.output.uri.rstrip('/')}/{ftj.spec_hash()}"},
         "export": {
@@ -104,6 +104,20 @@ def _lora(lora: LoraSpec | None) -> dict[str, Any] | None:
         "targetModules": lora.target_modules or None,
         "modulesToSave": lora.modules_to_save or None,
         "useDora": lora.use_dora,
+    }
+
+
+def _evaluation(evaluation: EvaluationSpec | None) -> dict[str, Any] | None:
+    if evaluation is None:
+        return None
+    stopping = evaluation.early_stopping
+    return {
+        "metrics": list(evaluation.metrics),
+        "samples": evaluation.samples,
+        "maxNewTokens": evaluation.max_new_tokens,
+        "earlyStopping": None
+        if stopping is None
+        else {"metric": stopping.metric, "patience": stopping.patience, "minDelta": stopping.min_delta},
     }
 
 

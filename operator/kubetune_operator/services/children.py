@@ -30,6 +30,8 @@ class Children:
         self._create(lambda: self.rbac.create_namespaced_role(ns, rbac.role(ftj)))
         self._create(lambda: self.rbac.create_namespaced_role_binding(ns, rbac.role_binding(ftj)))
         self._create(lambda: self.core.create_namespaced_config_map(ns, jobs.config_map(ftj)))
+        if ftj.spec.resources.nodes > 1:
+            self._create(lambda: self.core.create_namespaced_service(ns, jobs.trainer_service(ftj)))
         return self._create(
             lambda: self.batch.create_namespaced_job(ns, jobs.trainer_job(ftj, self.settings))
         )
@@ -49,6 +51,7 @@ class Children:
                 lambda job=job: self.batch.delete_namespaced_job(job, ns, propagation_policy="Foreground")
             )
         self._delete(lambda: self.core.delete_namespaced_config_map(names.config_map_name(ftj), ns))
+        self._delete(lambda: self.core.delete_namespaced_service(names.trainer_service_name(ftj), ns))
 
     def delete_finetunejob(self, ftj: FineTuneJob) -> None:
         self._delete(
