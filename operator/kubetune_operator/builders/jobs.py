@@ -89,7 +89,7 @@ def trainer_service(ftj: FineTuneJob) -> client.V1Service:
 
 
 def trainer_job(ftj: FineTuneJob, settings: OperatorSettings) -> client.V1Job:
-    job = _job(
+    return _job(
         ftj,
         settings,
         name=names.trainer_job_name(ftj),
@@ -97,14 +97,8 @@ def trainer_job(ftj: FineTuneJob, settings: OperatorSettings) -> client.V1Job:
         command=trainer_command(ftj),
         gpus=ftj.spec.resources.gpus_per_node,
         backoff_limit=ftj.spec.backoff_limit,
+        pods=ftj.spec.resources.nodes,
     )
-    nodes = ftj.spec.resources.nodes
-    if nodes > 1:
-        # One pod per node, each with a stable index and hostname <job>-<index> under the Service.
-        job.spec.completion_mode = "Indexed"
-        job.spec.completions = job.spec.parallelism = nodes
-        job.spec.template.spec.subdomain = names.trainer_service_name(ftj)
-    return job
 
 
 def export_job(ftj: FineTuneJob, settings: OperatorSettings) -> client.V1Job:
@@ -132,14 +126,23 @@ def _job(
     command: list[str],
     gpus: int,
     backoff_limit: int,
+    pods: int = 1,
 ) -> client.V1Job:
+    """A Job of one pod, or (pods > 1) an Indexed Job whose pods are named <job>-<index> under the
+    headless Service of the same name."""
     spec = ftj.spec
+    pod_spec = _pod_spec(ftj, settings, component, command, gpus)
+    if pods > 1:
+        pod_spec.subdomain = names.trainer_service_name(ftj)
     return client.V1Job(
         api_version="batch/v1",
         kind="Job",
         metadata=names.child_metadata(ftj, name, component),
         spec=client.V1JobSpec(
             backoff_limit=backoff_limit,
+            completion_mode="Indexed" if pods > 1 else None,
+            completions=pods if pods > 1 else None,
+            parallelism=pods if pods > 1 else None,
             active_deadline_seconds=spec.active_deadline_seconds,
             suspend=spec.suspend,
             pod_failure_policy=client.V1PodFailurePolicy(
@@ -171,7 +174,7 @@ def _job(
             ),
             template=client.V1PodTemplateSpec(
                 metadata=client.V1ObjectMeta(labels=names.labels(ftj, component)),
-                spec=_pod_spec(ftj, settings, component, command, gpus),
+                spec=pod_spec,
             ),
         ),
     )
