@@ -308,3 +308,163 @@ def test_a_volume_over_the_projects_folder_does_not_hide_the_environment(
     wait_for(lambda: job_condition(batch, namespace, "covered", "Complete"), 120, "the Job to complete")
     (pod,) = job_pods(core, namespace, "covered")
     assert pod.status.container_statuses[0].state.terminated.message == "environment visible"
+
+
+def test_pods_resolve_headless_service_hostnames_for_a_rendezvous(
+    core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str
+) -> None:
+    """As with cluster DNS: worker 1 reaches worker 0 of an Indexed Job at `rdzv-0.workers.<ns>.svc`
+    (a headless Service named after the pods' subdomain), and the name goes when worker 0 is done."""
+    core.create_namespaced_service(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "workers"},
+            "spec": {"clusterIP": "None", "selector": {"batch.kubernetes.io/job-name": "rdzv"}},
+        },
+    )
+    script = f"""
+        import json, os, socket, time
+        peer, port = "rdzv-0.workers.{namespace}.svc", 29500
+        def resolve(name):
+            try:
+                return socket.gethostbyname(name)
+            except OSError:
+                return None
+        if os.environ["JOB_COMPLETION_INDEX"] == "0":
+            with socket.create_server((os.environ["POD_IP"], port)) as server:
+                server.settimeout(25)
+                conn, _ = server.accept()
+                with conn:
+                    message = conn.recv(100)
+                    conn.sendall(b"ack: " + message)
+            result = {{"own": socket.getaddrinfo(socket.gethostname(), None)[0][4][0]}}
+        else:
+            deadline = time.monotonic() + 25
+            while True:  # as a rendezvous client does: the peer may not be up yet
+                try:
+                    conn = socket.create_connection((peer, port), timeout=5)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            with conn:
+                conn.sendall(b"hello from 1")
+                result = {{"reply": conn.recv(100).decode(), "peer": conn.getpeername()[0]}}
+            names = [peer + ".cluster.local", peer, "rdzv-0.workers"]
+            result["resolved"] = {{name: resolve(name) for name in names}}
+            # Worker 0 finishes: its record goes, in this running pod's /etc/hosts too.
+            while resolve(peer) and time.monotonic() < deadline + 15:
+                time.sleep(0.1)
+            result["after"] = resolve(peer)
+        open("/dev/termination-log", "w").write(json.dumps(result))
+    """
+    job = python_job(
+        "rdzv",
+        script,
+        gpus=1,
+        env=[{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+    )
+    job["spec"].update(completionMode="Indexed", completions=2, parallelism=2)
+    job["spec"]["template"]["spec"]["subdomain"] = "workers"
+    batch.create_namespaced_job(namespace, job)
+
+    finished = wait_for(
+        lambda: (
+            job_condition(batch, namespace, "rdzv", "Complete")
+            or job_condition(batch, namespace, "rdzv", "Failed")
+        ),
+        60,
+        "both workers to finish",
+    )
+    pods = {
+        p.metadata.annotations["batch.kubernetes.io/job-completion-index"]: p
+        for p in job_pods(core, namespace, "rdzv")
+    }
+    logs = {i: core.read_namespaced_pod_log(p.metadata.name, namespace) for i, p in pods.items()}
+    assert finished.type == "Complete", logs
+    assert pods["0"].spec.hostname == "rdzv-0"
+    ip0 = pods["0"].status.pod_ip
+    assert ip0 != pods["1"].status.pod_ip
+    result0, result1 = (
+        json.loads(pods[i].status.container_statuses[0].state.terminated.message) for i in ("0", "1")
+    )
+    assert result0 == {"own": ip0}
+    assert result1["reply"] == "ack: hello from 1"
+    assert result1["peer"] == ip0
+    assert result1["resolved"] == {
+        f"rdzv-0.workers.{namespace}.svc.cluster.local": ip0,
+        f"rdzv-0.workers.{namespace}.svc": ip0,
+        "rdzv-0.workers": ip0,
+    }
+    assert result1["after"] is None
+
+
+def test_hosts_file_is_rewritten_in_place_with_peers_by_namespace(tmp_path: Path) -> None:
+    """The file is bind-mounted over a running pod's /etc/hosts: it must keep its inode."""
+    from devcluster.nodeagent import hosts
+
+    peers = [
+        hosts.PeerRecord("a", "workers", "job-1", "127.1.0.3"),
+        hosts.PeerRecord("a", "workers", "job-0", "127.1.0.2"),
+        hosts.PeerRecord("b", "workers", "job-0", "127.1.0.9"),
+    ]
+    own = ["job-0.workers.a.svc.cluster.local", "job-0"]
+    path = tmp_path / "etc-hosts"
+    path.write_text("old contents that are longer than what replaces them " * 20)
+    inode = path.stat().st_ino
+
+    assert hosts.write_in_place(path, hosts.render("127.1.0.2", own, "a", peers))
+    assert not hosts.write_in_place(path, hosts.render("127.1.0.2", own, "a", peers))
+    assert path.stat().st_ino == inode
+    assert path.read_text().splitlines()[1:] == [
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost",
+        "127.1.0.2\tjob-0.workers.a.svc.cluster.local job-0",
+        "127.1.0.2\tjob-0.workers.a.svc job-0.workers.a job-0.workers",
+        "127.1.0.3\tjob-1.workers.a.svc.cluster.local job-1.workers.a.svc job-1.workers.a job-1.workers",
+        "127.1.0.9\tjob-0.workers.b.svc.cluster.local job-0.workers.b.svc job-0.workers.b",
+    ]
+
+    hosts.write_in_place(path, hosts.render("127.1.0.2", own, "a", []))
+    assert path.stat().st_ino == inode
+    assert path.read_text().splitlines()[1:] == [
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost",
+        "127.1.0.2\tjob-0.workers.a.svc.cluster.local job-0",
+    ]
+
+
+def test_headless_records_follow_selector_readiness_and_publish_not_ready() -> None:
+    """As the EndpointSlice controller and cluster DNS decide: selected by the Service named after the
+    subdomain, ready (or publishNotReadyAddresses), and not finished."""
+    from devcluster.nodeagent import hosts
+
+    def pod(name: str, ip: str, ready: bool = True, phase: str = "Running", **labels: str) -> Any:
+        return hosts.named_pod(
+            {
+                "metadata": {"name": name, "namespace": "a", "labels": labels or {"app": "w"}},
+                "spec": {"hostname": name, "subdomain": "workers"},
+                "status": {
+                    "phase": phase,
+                    "podIP": ip,
+                    "conditions": [{"type": "Ready", "status": str(ready)}],
+                },
+            }
+        )
+
+    pods = [pod("w0", "127.1.0.2"), pod("w1", "127.1.0.3", ready=False), pod("x", "127.1.0.4", app="x")]
+    assert pod("done", "127.1.0.5", phase="Succeeded") is None
+
+    def service(**spec: Any) -> Any:
+        return hosts.headless_service({"spec": {"clusterIP": "None", **spec}})
+
+    assert hosts.headless_service({"spec": {"clusterIP": "10.0.0.7", "selector": {"app": "w"}}}) is None
+    selecting = {("a", "workers"): service(selector={"app": "w"})}
+    assert hosts.records(selecting, pods) == [hosts.PeerRecord("a", "workers", "w0", "127.1.0.2")]
+    publishing = {("a", "workers"): service(selector={"app": "w"}, publishNotReadyAddresses=True)}
+    assert [r.hostname for r in hosts.records(publishing, pods)] == ["w0", "w1"]
+    assert hosts.records({("a", "workers"): service()}, pods) == []  # no selector, no endpoints
+    assert hosts.records({("b", "workers"): selecting[("a", "workers")]}, pods) == []

@@ -17,12 +17,13 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from . import logserver, nodes
+from . import hosts, logserver, nodes
 from .runner import PodRunner, now
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10
+PEERS_SYNC_TIMEOUT_SECONDS = 10
 POD_IP_NETWORK = ipaddress.ip_network("127.1.0.0/16")
 
 
@@ -58,6 +59,13 @@ class NodeAgent:
         self._lock = threading.Lock()
         self._used_ips: set[str] = set()
         self._stopping = threading.Event()
+        # What cluster DNS would serve for headless Services: Services by (namespace, name), pods
+        # with a hostname and subdomain by uid, and the records they make.
+        self._headless: dict[tuple[str, str], hosts.HeadlessService] = {}
+        self._named_pods: dict[str, hosts.NamedPod] = {}
+        self._peers: list[hosts.PeerRecord] = []
+        self._services_synced = threading.Event()
+        self._hosts_lock = threading.Lock()  # taken before _lock, never after it
 
     # ---- lifecycle ----------------------------------------------------------------------
     def run(self) -> None:
@@ -66,6 +74,10 @@ class NodeAgent:
             nodes.renew_lease(self.core, self.coord, spec)
             logserver.serve(self, spec.kubelet_port, self.ca_file, self.state_dir / "pki", spec.name)
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self._services_loop, name="services", daemon=True).start()
+        # A pod's hosts file must hold the peers already known when it starts.
+        if not self._services_synced.wait(PEERS_SYNC_TIMEOUT_SECONDS):
+            log.warning("Services not listed yet; hosts files will catch up")
         log.info("node agent ready: %s", ", ".join(sorted(self.node_names)))
         while not self._stopping.is_set():
             try:
@@ -94,10 +106,98 @@ class NodeAgent:
                 except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
                     log.warning("heartbeat of %s failed: %s", spec.name, e)
 
+    # ---- headless Service names (the cluster DNS of a real cluster) ----------------------
+    def _services_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._watch_services()
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+                if not self._stopping.is_set():
+                    log.warning("Service watch interrupted (%s); re-listing", e)
+                    time.sleep(1)
+
+    def _watch_services(self) -> None:
+        list_services = self.core.list_service_for_all_namespaces
+        headless = "spec.clusterIP=None"
+        listing = list_services(field_selector=headless, _preload_content=False)
+        body = json.loads(listing.data)  # type: ignore[attr-defined]  # raw response (no preload)
+        with self._hosts_lock:
+            self._headless = {}
+            for service in body["items"]:
+                info = hosts.headless_service(service)
+                if info is not None:
+                    self._headless[_key(service)] = info
+            self._update_peers()
+        self._services_synced.set()
+        stream = watch.Watch().stream(
+            list_services,
+            field_selector=headless,
+            resource_version=body["metadata"]["resourceVersion"],
+            timeout_seconds=300,
+            allow_watch_bookmarks=True,
+        )
+        for event in stream:
+            if self._stopping.is_set():
+                return
+            if event["type"] == "ERROR":
+                return  # e.g. 410 Gone: re-list
+            if event["type"] == "BOOKMARK":
+                continue
+            service = event["raw_object"]
+            info = None if event["type"] == "DELETED" else hosts.headless_service(service)
+            with self._hosts_lock:
+                if info is None:
+                    self._headless.pop(_key(service), None)
+                else:
+                    self._headless[_key(service)] = info
+                self._update_peers()
+
+    def _track_named_pods(
+        self, pods: list[dict[str, Any]], *, listing: bool = False, deleted: bool = False
+    ) -> None:
+        """Pods (a whole listing, or one watch event) as they change the headless Service records."""
+        with self._hosts_lock:
+            if listing:
+                self._named_pods = {}
+            for pod in pods:
+                uid = pod["metadata"]["uid"]
+                named = None if deleted else hosts.named_pod(pod)
+                if named is None:
+                    self._named_pods.pop(uid, None)
+                else:
+                    self._named_pods[uid] = named
+            self._update_peers()
+
+    def _update_peers(self) -> None:
+        """Recomputes the records; rewrites running pods' hosts files if they changed (holds _hosts_lock)."""
+        peers = hosts.records(self._headless, self._named_pods.values())
+        if peers == self._peers:
+            return
+        self._peers = peers
+        self._refresh_hosts()
+
+    def _refresh_hosts(self) -> None:
+        """Rewrites the hosts file of every running pod (the caller holds _hosts_lock)."""
+        peers = self._peers
+        with self._lock:
+            runners = list(self.runners.values())
+        for runner in runners:
+            if runner.is_alive() and runner.hosts_path.exists():
+                try:
+                    runner.write_hosts(peers)
+                except OSError as e:
+                    log.warning("pod %s/%s: hosts file: %s", runner.namespace, runner.pod_name, e)
+
+    def hosts_file(self, runner: PodRunner) -> Path:
+        """The pod's hosts file, written with the peers known now (a runner calls it to start)."""
+        with self._hosts_lock:
+            return runner.write_hosts(self._peers)
+
     # ---- pods ---------------------------------------------------------------------------
     def _watch_pods(self) -> None:
         listing = self.core.list_pod_for_all_namespaces(_preload_content=False)
         body = json.loads(listing.data)  # type: ignore[attr-defined]  # raw response (no preload)
+        self._track_named_pods(body["items"], listing=True)
         for pod in body["items"]:
             self._on_pod("ADDED", pod, initial=True)
         resource_version = body["metadata"]["resourceVersion"]
@@ -114,6 +214,7 @@ class NodeAgent:
                 return  # e.g. 410 Gone: re-list
             if event["type"] == "BOOKMARK":
                 continue
+            self._track_named_pods([event["raw_object"]], deleted=event["type"] == "DELETED")
             self._on_pod(event["type"], event["raw_object"])
 
     def _on_pod(self, event_type: str, pod: dict[str, Any], initial: bool = False) -> None:
@@ -244,3 +345,7 @@ class NodeAgent:
             self.events.create_namespaced_event(meta["namespace"], body)
         except ApiException as e:
             log.debug("event not recorded: %s", e.reason)
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    return obj["metadata"]["namespace"], obj["metadata"]["name"]

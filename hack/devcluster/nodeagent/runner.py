@@ -10,13 +10,14 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubernetes.client.exceptions import ApiException
 
-from . import process
+from . import hosts, process
 from .env import ContainerConfigError, container_env, expand
 from .volumes import VolumeNotReady, materialise
 
@@ -84,6 +85,7 @@ class PodRunner(threading.Thread):
         self.pod_name: str = meta["name"]
         self.uid: str = meta["uid"]
         self.dir = agent.state_dir / "pods" / f"{self.namespace}_{self.pod_name}_{self.uid}"
+        self.hosts_path = self.dir / "etc-hosts"
         spec = pod["spec"]
         self.restart_policy: str = spec.get("restartPolicy", "Always")
         self.init_containers = [ContainerState(c) for c in spec.get("initContainers") or []]
@@ -275,7 +277,7 @@ class PodRunner(threading.Thread):
         term_file.parent.mkdir(parents=True, exist_ok=True)
         term_file.write_bytes(b"")
         mounts.append(process.Mount(term_file, spec.get("terminationMessagePath") or "/dev/termination-log"))
-        mounts.append(process.Mount(self._hosts_file(), "/etc/hosts"))
+        mounts.append(process.Mount(self.agent.hosts_file(self), "/etc/hosts"))
         limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
         c.cgroup = process.make_memory_cgroup(f"{self.uid}-{c.name}-{c.restart_count}", limit)
         c.proc = process.launch(
@@ -317,17 +319,21 @@ class PodRunner(threading.Thread):
             mounts.append(process.Mount(source, vm["mountPath"], bool(vm.get("readOnly"))))
         return mounts
 
-    def _hosts_file(self) -> Path:
-        path = self.dir / "etc-hosts"
-        if not path.exists():
-            spec = self.pod["spec"]
-            names = [self._hostname()]
-            if spec.get("subdomain"):
-                fqdn = f"{self._hostname()}.{spec['subdomain']}.{self.namespace}.svc.cluster.local"
-                names.insert(0, fqdn)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{self.pod_ip}\t{' '.join(names)}\n")
-        return path
+    def own_host_names(self) -> list[str]:
+        """What a kubelet writes for the pod itself: its FQDN (with a subdomain) and hostname."""
+        names = [self._hostname()]
+        subdomain = self.pod["spec"].get("subdomain")
+        if subdomain:
+            names.insert(0, f"{self._hostname()}.{subdomain}.{self.namespace}.svc.{hosts.CLUSTER_DOMAIN}")
+        return names
+
+    def write_hosts(self, peers: Iterable[hosts.PeerRecord]) -> Path:
+        """(Re)writes the pod's hosts file in place; the agent calls it under its hosts lock."""
+        self.hosts_path.parent.mkdir(parents=True, exist_ok=True)
+        hosts.write_in_place(
+            self.hosts_path, hosts.render(self.pod_ip, self.own_host_names(), self.namespace, peers)
+        )
+        return self.hosts_path
 
     def _log_file(self, c: ContainerState, restart: int) -> Path:
         return self.dir / "logs" / c.name / f"{restart}.log"
