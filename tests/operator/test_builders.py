@@ -482,6 +482,16 @@ def test_several_nodes_run_an_indexed_job_that_meets_at_pod_zero() -> None:
     spec = job["spec"]
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
     assert pod_spec(job)["subdomain"] == "tiny-train"
+    assert pod_spec(job)["affinity"] == {
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "labelSelector": {"matchLabels": {"batch.kubernetes.io/job-name": "tiny-train"}},
+                    "topologyKey": "kubernetes.io/hostname",
+                }
+            ]
+        }
+    }
     assert container(job)["command"] == [
         "python",
         "-m",

@@ -44,6 +44,9 @@ def numeric(metrics: dict[str, Any]) -> dict[str, float]:
 def render(metrics: dict[str, Any], artifacts: list[dict[str, Any]]) -> str:
     """Compact JSON; metrics are dropped (artifacts kept) if the whole would not fit."""
     document = {"metrics": numeric(metrics), "artifacts": artifacts}
+    if "weightsSha256" in metrics:
+        # Every rank of a distributed run reports it: equal digests show they trained one model.
+        document["weightsSha256"] = metrics["weightsSha256"]
     text = json.dumps(document, separators=(",", ":"), sort_keys=True)
     if len(text.encode()) > RESULT_LIMIT:
         text = json.dumps({"metrics": {}, "artifacts": artifacts}, separators=(",", ":"), sort_keys=True)

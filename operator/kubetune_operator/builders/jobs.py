@@ -134,6 +134,19 @@ def _job(
     pod_spec = _pod_spec(ftj, settings, component, command, gpus)
     if pods > 1:
         pod_spec.subdomain = names.trainer_service_name(ftj)
+        # One pod per node: two on one node would share its GPUs' interconnect for nothing.
+        pod_spec.affinity = client.V1Affinity(
+            pod_anti_affinity=client.V1PodAntiAffinity(
+                required_during_scheduling_ignored_during_execution=[
+                    client.V1PodAffinityTerm(
+                        label_selector=client.V1LabelSelector(
+                            match_labels={"batch.kubernetes.io/job-name": name}
+                        ),
+                        topology_key="kubernetes.io/hostname",
+                    )
+                ]
+            )
+        )
     return client.V1Job(
         api_version="batch/v1",
         kind="Job",
