@@ -1,0 +1,127 @@
+"""Losing the trainer pod on the local cluster: deleted, then evicted (as a drain does). Each time the
+trainer checkpoints on SIGTERM, the Job starts a replacement that resumes from the checkpoint, and
+neither loss counts against backoffLimit (0 here). The loss curve continues the uninterrupted run's."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from e2e_support import apply_ftj, get_ftj, tiny_job, wait_phase
+from support import wait_for
+
+pytestmark = pytest.mark.cluster
+
+STEPS = 240
+
+
+def _training(s3_seeded: dict[str, str]) -> dict[str, Any]:
+    base = tiny_job("x", s3_seeded)["spec"]["training"]
+    return {**base, "maxSteps": STEPS, "saveSteps": 100, "learningRate": 5e-3, "loggingSteps": 1}
+
+
+def _trainer_pod(core: client.CoreV1Api, namespace: str, job: str) -> client.V1Pod | None:
+    pods = core.list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job}").items
+    running = [p for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
+    return running[0] if running else None
+
+
+def _progress_step(custom: client.CustomObjectsApi, namespace: str, name: str) -> int:
+    return int(
+        ((get_ftj(custom, namespace, name).get("status") or {}).get("progress") or {}).get("step") or 0
+    )
+
+
+def _last_checkpoint(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    return (get_ftj(custom, namespace, name).get("status") or {}).get("lastCheckpoint") or {}
+
+
+def _interrupt_when(
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    namespace: str,
+    name: str,
+    at_step: int,
+    evict: bool,
+) -> tuple[int, dict[str, Any]]:
+    """Once the trainer reports `at_step`, delete or evict its pod; returns the step seen then and the
+    checkpoint the trainer wrote on SIGTERM."""
+    pod = wait_for(
+        lambda: (
+            _trainer_pod(core, namespace, f"{name}-train")
+            if _progress_step(custom, namespace, name) >= at_step
+            else None
+        ),
+        300,
+        f"{name} to reach step {at_step}",
+        interval=0.2,
+    )
+    seen = _progress_step(custom, namespace, name)
+    assert seen < STEPS, "the run finished before it could be interrupted"
+    pod_name = pod.metadata.name
+    if evict:
+        core.create_namespaced_pod_eviction(
+            pod_name,
+            namespace,
+            client.V1Eviction(metadata=client.V1ObjectMeta(name=pod_name, namespace=namespace)),
+        )
+    else:
+        core.delete_namespaced_pod(pod_name, namespace)
+    checkpoint = wait_for(
+        lambda: c if (c := _last_checkpoint(custom, namespace, name)).get("step", 0) >= seen else None,
+        120,
+        f"the SIGTERM checkpoint of {name} (step >= {seen})",
+        interval=0.5,
+    )
+    return seen, checkpoint
+
+
+def _losses(s3: Any, output_uri: str, run_id: str) -> dict[int, float]:
+    bucket, _, prefix = output_uri.removeprefix("s3://").partition("/")
+    body = s3.get_object(Bucket=bucket, Key=f"{prefix}/{run_id}/adapter/training_log.json")["Body"].read()
+    return {e["step"]: e["loss"] for e in json.loads(body) if "loss" in e}
+
+
+def test_deleted_and_evicted_trainer_pods_resume_from_their_checkpoints(
+    operator_release: str,
+    workspace: str,
+    s3_seeded: dict[str, str],
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    batch: client.BatchV1Api,
+    s3: Any,
+) -> None:
+    steady = tiny_job("steady", s3_seeded, training=_training(s3_seeded))
+    lossy = tiny_job("lossy", s3_seeded, training=_training(s3_seeded), backoffLimit=0)
+    apply_ftj(custom, workspace, steady)
+    apply_ftj(custom, workspace, lossy)
+
+    deleted_at, first = _interrupt_when(custom, core, workspace, "lossy", 20, evict=False)
+    evicted_at, second = _interrupt_when(custom, core, workspace, "lossy", first["step"] + 30, evict=True)
+
+    lossy_done = wait_phase(custom, workspace, "lossy", {"Succeeded", "Failed"}, 900)
+    steady_done = wait_phase(custom, workspace, "steady", {"Succeeded", "Failed"}, 900)
+    status = lossy_done["status"]
+    assert status["phase"] == "Succeeded", status
+    assert steady_done["status"]["phase"] == "Succeeded", steady_done["status"]
+
+    # Each SIGTERM finished the running step and saved it: the checkpoint is at or just past what the
+    # status showed when the pod was lost, so no completed step was lost.
+    assert deleted_at <= first["step"] and evicted_at <= second["step"]
+    run_prefix = f"{lossy['spec']['output']['uri']}/{status['runId']}/checkpoints/"
+    assert first["uri"].startswith(run_prefix) and first["time"]
+    # The last replacement resumed from the eviction's checkpoint and ran to the end.
+    assert status["metrics"]["resumedFromStep"] == second["step"]
+    assert status["progress"]["step"] == STEPS
+    # backoffLimit is 0: neither loss was counted as a failure.
+    assert (batch.read_namespaced_job("lossy-train", workspace).status.failed or 0) == 0
+
+    steady_losses = _losses(s3, steady["spec"]["output"]["uri"], steady_done["status"]["runId"])
+    lossy_losses = _losses(s3, lossy["spec"]["output"]["uri"], status["runId"])
+    assert sorted(lossy_losses) == sorted(steady_losses) == list(range(1, STEPS + 1))
+    worst = max(abs(steady_losses[s] - lossy_losses[s]) for s in steady_losses)
+    print(f"largest loss difference over {STEPS} steps: {worst:.2e}")
+    assert worst < 1e-3
