@@ -4,6 +4,7 @@ the int4 ONNX model it exports answers held-out phrases correctly where the base
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,13 @@ def test_smollm2_learns_the_task_and_its_onnx_export_keeps_it(
     # The exporter's own parity check agrees with what we measured.
     assert status["metrics"]["accuracyOnnx"] >= 0.9, status["metrics"]
     assert status["metrics"]["tokenizerAgreement"] == 1.0, status["metrics"]
+    # The trainer's own evaluation (greedy answers of the best checkpoint, in PyTorch) saw it learn too.
+    metrics = status["metrics"]
+    assert metrics["evalExactMatch"] >= 0.9 and metrics["evalF1"] >= 0.9, metrics
+    assert metrics["evalPerplexity"] == pytest.approx(math.exp(metrics["evalLoss"]), rel=1e-4)
+    assert metrics["bestStep"] in (20, 40, 60), metrics
+    assert status["lastCheckpoint"]["step"] == 60, status["lastCheckpoint"]
+    # TensorBoard event files are under the run's prefix.
+    run_prefix = f"{body['spec']['output']['uri'].removeprefix(f's3://{bucket}/')}/{status['runId']}"
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{run_prefix}/tensorboard/").get("Contents", [])
+    assert any("tfevents" in o["Key"] for o in listed), listed

@@ -468,12 +468,14 @@ def test_several_gpus_on_one_node_run_one_process_per_gpu() -> None:
     assert container(job)["command"] == [
         "python",
         "-m",
-        "torch.distributed.run",
+        "kubetune_trainer.launch",
         "--nproc-per-node=4",
         "--standalone",
         *TRAIN_ARGS,
     ]
     assert container(job)["resources"]["limits"][GPU] == "4"
+    env = {e["name"]: e.get("value") for e in container(job)["env"]}
+    assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "270"  # within the 300 s grace period
     assert "completionMode" not in job["spec"] and "subdomain" not in pod_spec(job)
 
 
@@ -495,7 +497,7 @@ def test_several_nodes_run_an_indexed_job_that_meets_at_pod_zero() -> None:
     assert container(job)["command"] == [
         "python",
         "-m",
-        "torch.distributed.run",
+        "kubetune_trainer.launch",
         "--nproc-per-node=2",
         "--nnodes=3",
         "--node-rank=$(JOB_COMPLETION_INDEX)",

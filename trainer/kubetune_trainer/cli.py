@@ -14,6 +14,8 @@ from kubetune_trainer.errors import ExitCode, TrainerError
 log = logging.getLogger("kubetune_trainer")
 
 TERMINATION_LOG_ENV = "KUBETUNE_TERMINATION_LOG"
+# Set by kubetune_trainer.launch for its workers (see there).
+PREEMPTED_MARKER_ENV = "KUBETUNE_PREEMPTED_MARKER"
 _TERMINATION_LOG = "/dev/termination-log"
 # Kubernetes keeps at most 4 KiB of the termination message.
 _TERMINATION_LIMIT = 4096
@@ -62,6 +64,9 @@ def run_entrypoint(name: str, job: Callable[[], object]) -> int:
     except TrainerError as exc:
         log.error("%s failed: %s", name, exc)
         write_termination_message(str(exc))
+        if exc.exit_code == ExitCode.PREEMPTED and os.environ.get(PREEMPTED_MARKER_ENV):
+            # Tells the distributed launcher that the stop on SIGTERM came after a checkpoint.
+            Path(os.environ[PREEMPTED_MARKER_ENV]).touch()
         return int(exc.exit_code)
     except Exception as exc:
         log.exception("%s failed unexpectedly", name)

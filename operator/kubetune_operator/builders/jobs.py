@@ -49,10 +49,11 @@ def trainer_command(ftj: FineTuneJob) -> list[str]:
     if not is_distributed(ftj):
         return ["python", *train]
     resources = ftj.spec.resources
+    # torchrun, keeping the trainer's exit codes for podFailurePolicy (see kubetune_trainer.launch).
     launcher = [
         "python",
         "-m",
-        "torch.distributed.run",
+        "kubetune_trainer.launch",
         f"--nproc-per-node={max(resources.gpus_per_node, 1)}",
     ]
     if resources.nodes == 1:
@@ -283,5 +284,10 @@ def _env(ftj: FineTuneJob, settings: OperatorSettings) -> list[client.V1EnvVar]:
                     ),
                 )
             )
+    if is_distributed(ftj):
+        # How long torchrun lets its workers checkpoint after SIGTERM; the pod's grace period is longer.
+        env.append(
+            client.V1EnvVar(name="TORCH_ELASTIC_SHUTDOWN_TIMEOUT", value=str(TRAINER_GRACE_SECONDS - 30))
+        )
     env += [client.V1EnvVar(name=k, value=v) for k, v in sorted(settings.trainer_env.items())]
     return env

@@ -1,0 +1,55 @@
+"""Distributed launcher: torchrun (torch.distributed.run) with the trainer's exit codes kept.
+
+    python -m kubetune_trainer.launch <torchrun arguments> -m kubetune_trainer.train --config ...
+
+torchrun itself exits 1 whatever its workers exit with, and a SIGTERM makes it raise instead of
+reporting why the workers stopped. The operator's podFailurePolicy needs the trainer's own codes:
+2-6 fail the Job at once, 7 (checkpointed on SIGTERM) is not counted. So this runs torchrun in-process
+and exits with the first failed worker's code; on SIGTERM (workers are given
+TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds to checkpoint) it exits 7 if they stopped after a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from kubetune_trainer.cli import PREEMPTED_MARKER_ENV
+from kubetune_trainer.errors import ExitCode
+
+log = logging.getLogger("kubetune_trainer.launch")
+
+
+def exit_code_of_signal(signum: int) -> int:
+    return 128 + signum
+
+
+def main(argv: list[str] | None = None) -> int:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    marker = Path(tempfile.mkdtemp(prefix="kubetune-launch-")) / "preempted"
+    os.environ[PREEMPTED_MARKER_ENV] = str(marker)
+    try:
+        run(parse_args(argv))
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        code = failure.exitcode if failure.exitcode > 0 else exit_code_of_signal(-failure.exitcode)
+        log.error("worker rank %d failed first, exit code %d", rank, code)
+        return code
+    except SignalException as exc:
+        if marker.exists():
+            log.warning("stopped on %s after the workers checkpointed", exc.sigval.name)
+            return int(ExitCode.PREEMPTED)
+        log.error("stopped on %s before the workers could checkpoint", exc.sigval.name)
+        return exit_code_of_signal(int(exc.sigval))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
