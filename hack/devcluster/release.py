@@ -28,7 +28,23 @@ def code_hash() -> str:
 
 def install(extra_args: list[str] | None = None) -> None:
     """The chart from this checkout. The image is never pulled here: the pod runs this checkout,
-    and a pod annotation with the code's hash makes `helm upgrade` restart it after a change."""
+    and a pod annotation with the code's hash makes `helm upgrade` restart it after a change.
+
+    Helm installs a chart's CRDs only once and never upgrades them, so the CRD is applied first, as
+    the upgrade notes in docs/install.md tell users to: a cluster kept from an earlier checkout would
+    otherwise prune the spec fields added since."""
+    subprocess.run(
+        [
+            "kubectl",
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            str(settings.REPO_ROOT / "charts" / "kubetune" / "crds"),
+        ],
+        env=tool_env(),
+        check=True,
+    )
     subprocess.run(
         [
             "helm",
