@@ -125,3 +125,41 @@ def test_deleted_and_evicted_trainer_pods_resume_from_their_checkpoints(
     worst = max(abs(steady_losses[s] - lossy_losses[s]) for s in steady_losses)
     print(f"largest loss difference over {STEPS} steps: {worst:.2e}")
     assert worst < 1e-3
+
+
+def test_a_suspended_job_checkpoints_and_resumes_where_it_stopped(
+    operator_release: str,
+    workspace: str,
+    s3_seeded: dict[str, str],
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+) -> None:
+    apply_ftj(custom, workspace, tiny_job("pausing", s3_seeded, training=_training(s3_seeded)))
+    wait_for(
+        lambda: (
+            _trainer_pod(core, workspace, "pausing-train")
+            if _progress_step(custom, workspace, "pausing") >= 20
+            else None
+        ),
+        300,
+        "pausing to reach step 20",
+        interval=0.2,
+    )
+    seen = _progress_step(custom, workspace, "pausing")
+
+    def set_suspend(value: bool) -> None:
+        custom.patch_namespaced_custom_object(
+            "kubetune.dev", "v1alpha1", workspace, "finetunejobs", "pausing", {"spec": {"suspend": value}}
+        )
+
+    set_suspend(True)
+    wait_phase(custom, workspace, "pausing", {"Suspended"}, 120)
+    wait_for(lambda: _trainer_pod(core, workspace, "pausing-train") is None, 120, "the trainer pod to stop")
+    checkpoint = _last_checkpoint(custom, workspace, "pausing")
+    assert seen <= checkpoint["step"] < STEPS, checkpoint
+
+    set_suspend(False)
+    status = wait_phase(custom, workspace, "pausing", {"Succeeded", "Failed"}, 900)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["metrics"]["resumedFromStep"] == checkpoint["step"]
+    assert status["progress"]["step"] == STEPS

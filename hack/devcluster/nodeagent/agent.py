@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,21 @@ class NodeAgent:
                 except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
                     log.warning("heartbeat of %s failed: %s", spec.name, e)
 
+    def _events(self, list_call: Any, listing: dict[str, Any], **selectors: Any) -> Iterator[dict[str, Any]]:
+        """Watch events after `listing`, until the agent stops or the watch must re-list (410 Gone)."""
+        stream = watch.Watch().stream(
+            list_call,
+            resource_version=listing["metadata"]["resourceVersion"],
+            timeout_seconds=300,
+            allow_watch_bookmarks=True,
+            **selectors,
+        )
+        for event in stream:
+            if self._stopping.is_set() or event["type"] == "ERROR":
+                return
+            if event["type"] != "BOOKMARK":
+                yield event
+
     # ---- headless Service names (the cluster DNS of a real cluster) ----------------------
     def _services_loop(self) -> None:
         while not self._stopping.is_set():
@@ -129,20 +145,7 @@ class NodeAgent:
                     self._headless[_key(service)] = info
             self._update_peers()
         self._services_synced.set()
-        stream = watch.Watch().stream(
-            list_services,
-            field_selector=headless,
-            resource_version=body["metadata"]["resourceVersion"],
-            timeout_seconds=300,
-            allow_watch_bookmarks=True,
-        )
-        for event in stream:
-            if self._stopping.is_set():
-                return
-            if event["type"] == "ERROR":
-                return  # e.g. 410 Gone: re-list
-            if event["type"] == "BOOKMARK":
-                continue
+        for event in self._events(list_services, body, field_selector=headless):
             service = event["raw_object"]
             info = None if event["type"] == "DELETED" else hosts.headless_service(service)
             with self._hosts_lock:
@@ -200,20 +203,7 @@ class NodeAgent:
         self._track_named_pods(body["items"], listing=True)
         for pod in body["items"]:
             self._on_pod("ADDED", pod, initial=True)
-        resource_version = body["metadata"]["resourceVersion"]
-        stream = watch.Watch().stream(
-            self.core.list_pod_for_all_namespaces,
-            resource_version=resource_version,
-            timeout_seconds=300,
-            allow_watch_bookmarks=True,
-        )
-        for event in stream:
-            if self._stopping.is_set():
-                return
-            if event["type"] == "ERROR":
-                return  # e.g. 410 Gone: re-list
-            if event["type"] == "BOOKMARK":
-                continue
+        for event in self._events(self.core.list_pod_for_all_namespaces, body):
             self._track_named_pods([event["raw_object"]], deleted=event["type"] == "DELETED")
             self._on_pod(event["type"], event["raw_object"])
 
