@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from e2e_support import apply_ftj, get_ftj, tiny_job, wait_phase
+from e2e_support import apply_ftj, deleted, get_ftj, tiny_job, wait_phase
 from support import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -70,13 +70,19 @@ def _interrupt_when(
         )
     else:
         core.delete_namespaced_pod(pod_name, namespace)
-    checkpoint = wait_for(
-        lambda: c if (c := _last_checkpoint(custom, namespace, name)).get("step", 0) >= seen else None,
+    # The pod object goes once its process has exited, after uploading the SIGTERM checkpoint (a
+    # periodic checkpoint may have been reported in between, so waiting for a step is not enough).
+    _wait_gone(core, namespace, pod_name)
+    return seen, _last_checkpoint(custom, namespace, name)
+
+
+def _wait_gone(core: client.CoreV1Api, namespace: str, pod_name: str) -> None:
+    wait_for(
+        lambda: deleted(lambda: core.read_namespaced_pod(pod_name, namespace)),
         120,
-        f"the SIGTERM checkpoint of {name} (step >= {seen})",
+        f"pod {pod_name} to stop and go",
         interval=0.5,
     )
-    return seen, checkpoint
 
 
 def _losses(s3: Any, output_uri: str, run_id: str) -> dict[int, float]:
@@ -135,7 +141,7 @@ def test_a_suspended_job_checkpoints_and_resumes_where_it_stopped(
     core: client.CoreV1Api,
 ) -> None:
     apply_ftj(custom, workspace, tiny_job("pausing", s3_seeded, training=_training(s3_seeded)))
-    wait_for(
+    pod = wait_for(
         lambda: (
             _trainer_pod(core, workspace, "pausing-train")
             if _progress_step(custom, workspace, "pausing") >= 20
@@ -154,7 +160,7 @@ def test_a_suspended_job_checkpoints_and_resumes_where_it_stopped(
 
     set_suspend(True)
     wait_phase(custom, workspace, "pausing", {"Suspended"}, 120)
-    wait_for(lambda: _trainer_pod(core, workspace, "pausing-train") is None, 120, "the trainer pod to stop")
+    _wait_gone(core, workspace, pod.metadata.name)
     checkpoint = _last_checkpoint(custom, workspace, "pausing")
     assert seen <= checkpoint["step"] < STEPS, checkpoint
 
