@@ -243,19 +243,17 @@ BAD_SPECS = [
         "evaluation.earlyStopping needs training.evalSteps",
     ),
     BadSpec(
-        "early-stopping-save-steps-not-multiple",
-        _all(
-            _set("spec.training.evalSteps", 3),
-            _set("spec.training.saveSteps", 10),
-            _set("spec.evaluation", {"earlyStopping": {}}),
-        ),
-        "spec",
-        "training.saveSteps must be a multiple of training.evalSteps",
-        "training.saveSteps must be a multiple of training.evalSteps",
-    ),
-    BadSpec(
         "early-stopping-on-unlisted-metric",
         _set("spec.evaluation", {"metrics": ["exactMatch"], "earlyStopping": {"metric": "rougeL"}}),
+        "spec.evaluation",
+        "earlyStopping.metric must also be listed in evaluation.metrics",
+        "earlyStopping.metric must also be listed in evaluation.metrics",
+    ),
+    BadSpec(
+        "early-stopping-on-a-task-metric-without-metrics",
+        _all(
+            _set("spec.training.evalSteps", 5), _set("spec.evaluation", {"earlyStopping": {"metric": "f1"}})
+        ),
         "spec.evaluation",
         "earlyStopping.metric must also be listed in evaluation.metrics",
         "earlyStopping.metric must also be listed in evaluation.metrics",

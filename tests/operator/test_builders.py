@@ -476,6 +476,9 @@ def test_several_gpus_on_one_node_run_one_process_per_gpu() -> None:
     assert container(job)["resources"]["limits"][GPU] == "4"
     env = {e["name"]: e.get("value") for e in container(job)["env"]}
     assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "270"  # within the 300 s grace period
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container(job)["volumeMounts"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in pod_spec(job)["volumes"]
+    assert "dshm" not in str(build("trainer"))  # one process needs no shared memory
     assert "completionMode" not in job["spec"] and "subdomain" not in pod_spec(job)
 
 

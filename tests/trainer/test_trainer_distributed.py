@@ -19,28 +19,32 @@ from kubetune_trainer.errors import ExitCode
 
 
 def _launch(tmp_path: Path, name: str, config: dict[str, Any]) -> tuple[subprocess.Popen[str], Path]:
-    """Start the launcher with 2 processes; each writes its termination message to its own file
-    (in a pod they share one, and only the pod's first process writes it)."""
+    """Start the launcher with 2 processes, as the trainer pod's command does; `termination` stands
+    for the pod's termination log."""
     root = tmp_path / name
     root.mkdir()
     (root / "config.json").write_text(json.dumps(config))
-    for rank in (0, 1):
-        (root / f"termination-{rank}").touch()
-    script = root / "worker.py"
-    script.write_text(
-        "import os, sys\n"
-        f"os.environ['KUBETUNE_TERMINATION_LOG'] = {str(root)!r} + '/termination-' + os.environ['RANK']\n"
-        "from kubetune_trainer.train import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
+    (root / "termination").touch()
     launcher = [sys.executable, "-m", "kubetune_trainer.launch", "--nproc-per-node=2", "--standalone"]
-    worker_args = ["--config", str(root / "config.json"), "--workdir", str(tmp_path / "work")]
+    train = ["-m", "kubetune_trainer.train", "--config", str(root / "config.json")]
     process = subprocess.Popen(
-        [*launcher, str(script), *worker_args, "--progress-file", str(root / "progress.jsonl")],
+        [
+            *launcher,
+            *train,
+            "--workdir",
+            str(tmp_path / "work"),
+            "--progress-file",
+            str(root / "progress.jsonl"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "KUBETUNE_PROGRESS_INTERVAL": "0"},
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "KUBETUNE_PROGRESS_INTERVAL": "0",
+            "KUBETUNE_TERMINATION_LOG": str(root / "termination"),
+        },
     )
     return process, root
 
@@ -63,9 +67,8 @@ def test_two_processes_train_one_model(tmp_path: Path, tiny_model_dir: Path, mak
     code, output = _finish(_launch(tmp_path, "run", config)[0])
     assert code == 0, output[-4000:]
 
-    root = tmp_path / "run"
-    rank0 = json.loads((root / "termination-0").read_text())
-    assert (root / "termination-1").read_text() == ""
+    # The pod's message is rank 0's result document.
+    rank0 = json.loads((tmp_path / "run" / "termination").read_text())
     # Rank 0 gathered both ranks' weight digests and compared them.
     assert rank0["metrics"]["worldSize"] == 2 and rank0["metrics"]["weightsIdentical"] == 1.0
     assert len(rank0["weightsSha256"]) == 64
@@ -83,7 +86,8 @@ def test_a_data_error_keeps_its_exit_code_through_the_launcher(
     config["dataset"]["textTemplate"] = "Phrase: {phrase}\nMood: {mood}"  # no row has `mood`
     code, output = _finish(_launch(tmp_path, "bad", config)[0])
     assert code == ExitCode.DATA, output[-4000:]
-    assert "mood" in (tmp_path / "bad" / "termination-0").read_text()
+    message = (tmp_path / "bad" / "termination").read_text()
+    assert message.startswith("DATA:") and "mood" in message
 
 
 def _workers(parent: int) -> dict[int, int]:
@@ -130,6 +134,6 @@ def test_sigterm_to_one_rank_or_the_launcher_checkpoints_all_and_exits_preempted
     config["training"]["maxSteps"] = saved[0]["step"] + 3
     code, output = _finish(_launch(tmp_path, "second", config)[0])
     assert code == 0, output[-4000:]
-    result = json.loads((tmp_path / "second" / "termination-0").read_text())
+    result = json.loads((tmp_path / "second" / "termination").read_text())
     assert result["metrics"]["resumedFromStep"] == saved[0]["step"]
     assert result["metrics"]["weightsIdentical"] == 1.0

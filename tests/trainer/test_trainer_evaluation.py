@@ -60,7 +60,6 @@ def test_task_scores_use_the_trainer_keys_and_perplexity_is_exp_loss() -> None:
     [
         ({"earlyStopping": {"metric": "f1"}}, {"evalSteps": 2}, "must also be listed in evaluation.metrics"),
         ({"earlyStopping": {}}, {}, "needs training.evalSteps"),
-        ({"earlyStopping": {}}, {"evalSteps": 2, "saveSteps": 3}, "multiple of evalSteps"),
         ({"metrics": ["bleu"]}, {}, "exactMatch"),
     ],
 )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from safetensors.torch import load_file
 
 from kubetune_trainer.checkpoints import COMPLETE_MARKER, CheckpointStore
 from kubetune_trainer.errors import ExitCode
@@ -137,3 +138,38 @@ def test_the_resumed_loss_curve_matches_an_uninterrupted_run(runs: dict[str, Any
     assert worst < 1e-3
     after = [s for s in plain if s > runs["metrics"]["resumedFromStep"]]
     assert after and plain[after[-1]] < plain[1]  # it was learning throughout
+
+
+def test_a_resumed_run_keeps_and_ends_on_its_best_checkpoint(
+    tmp_path: Path, tiny_model_dir: Path, make_config
+) -> None:
+    """Early stopping's best checkpoint survives a SIGTERM and a resume in a fresh workdir (a new pod):
+    it is kept in storage and is what the run saves at the end. The tiny model never answers a tone
+    right, so exact match stays 0 and the first evaluation (step 4) stays the best."""
+    config = _config(make_config, tiny_model_dir, tmp_path / "out", maxSteps=40, evalSteps=4)
+    config["evaluation"] = {
+        "metrics": ["exactMatch"],
+        "samples": 4,
+        "maxNewTokens": 2,
+        "earlyStopping": {"metric": "exactMatch", "patience": 100},
+    }
+    first = _start(config, tmp_path / "first")
+    deadline = time.monotonic() + 300
+    while _steps_seen(tmp_path / "first" / "progress.jsonl") < 14 and time.monotonic() < deadline:
+        assert first.poll() is None, "the trainer ended before it was interrupted"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == ExitCode.PREEMPTED
+
+    second = _start(config, tmp_path / "second")
+    assert second.wait(timeout=600) == 0
+    out = tmp_path / "out"
+    metrics = json.loads((out / "adapter" / "training_metrics.json").read_text())
+    log = json.loads((out / "adapter" / "training_log.json").read_text())
+    scores = {e["step"]: e["eval_exact_match"] for e in log if "eval_exact_match" in e and e["step"] <= 40}
+    best = max(scores, key=lambda step: (scores[step], -step))  # the first of the highest
+    assert metrics["resumedFromStep"] >= 14 and metrics["bestStep"] == best
+    assert (out / "checkpoints" / f"checkpoint-{best}").is_dir()
+    saved = load_file(out / "adapter" / "adapter_model.safetensors")
+    kept = load_file(out / "checkpoints" / f"checkpoint-{best}" / "adapter_model.safetensors")
+    assert all((saved[k] == kept[k]).all() for k in saved)

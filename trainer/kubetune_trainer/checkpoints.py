@@ -9,8 +9,10 @@ downloads the newest complete checkpoint and resumes from it.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import shutil
 import signal
 import threading
 from dataclasses import dataclass
@@ -73,27 +75,51 @@ class CheckpointStore:
         return StoredCheckpoint(step, uri)
 
     def download(self, checkpoint: StoredCheckpoint, root: Path) -> Path:
-        """The checkpoint as a local folder under `root`; reused when an earlier call completed it."""
+        """The checkpoint as the local folder root/checkpoint-<step>; reused when already complete."""
         local = root / folder_name(checkpoint.step)
         if (local / COMPLETE_MARKER).exists():
             return local
-        # A local output folder is used in place.
-        return self.storage.download(checkpoint.uri, local)
+        fetched = self.storage.download(checkpoint.uri, local)
+        if fetched != local:  # a local output folder is not downloaded: copy it where it is expected
+            shutil.copytree(fetched, local, dirs_exist_ok=True)
+        return local
 
     def prune(self, keep_step: int | None) -> None:
-        """Delete all but the newest checkpoints and the best one (`keep_step`)."""
+        """Delete all but the newest checkpoints and the best one (`keep_step`). The marker goes first,
+        so a checkpoint whose deletion is cut short is never taken for a whole one."""
         stored = self.complete()
         keep = {c.step for c in stored[-KEEP_NEWEST:]} | ({keep_step} if keep_step is not None else set())
         for checkpoint in stored:
             if checkpoint.step not in keep:
+                self.storage.delete_file(join_uri(checkpoint.uri, COMPLETE_MARKER))
                 self.storage.delete_folder(checkpoint.uri)
 
 
 def best_step(state: Any) -> int | None:
     """The step of the HF Trainer's best checkpoint so far (early stopping), if any."""
+    step = getattr(state, "best_global_step", None)
+    if step:
+        return int(step)
     path = getattr(state, "best_model_checkpoint", None)
     match = _FOLDER.match(Path(path).name) if path else None
     return int(match.group(1)) if match else None
+
+
+def restore(store: CheckpointStore, root: Path) -> StoredCheckpoint | None:
+    """Download the newest complete checkpoint and, if early stopping recorded one, the best, into
+    `root` (the Trainer's output_dir, the same path on every pod): the Trainer then finds the best
+    checkpoint where its state says it is, keeps it, and loads it at the end."""
+    stored = store.complete()
+    if not stored:
+        return None
+    latest = stored[-1]
+    local = store.download(latest, root)
+    state_file = local / "trainer_state.json"
+    best = json.loads(state_file.read_text()).get("best_global_step") if state_file.exists() else None
+    for checkpoint in stored:
+        if best and checkpoint.step == best and checkpoint.step != latest.step:
+            store.download(checkpoint, root)
+    return latest
 
 
 class CheckpointUploader(TrainerCallback):
@@ -117,13 +143,22 @@ class CheckpointUploader(TrainerCallback):
         if not folder.is_dir():
             log.warning("no local checkpoint at %s to upload", folder)
             return
-        self.last = self.store.upload(folder, step, self.scratch)
+        try:
+            self.last = self.store.upload(folder, step, self.scratch)
+        except TrainerError as exc:
+            # Not fatal: training goes on, and the next save tries again (a resume would use the
+            # previous checkpoint).
+            log.warning("checkpoint of step %d not uploaded: %s", step, exc)
+            return
         log.info("checkpoint of step %d uploaded to %s", step, self.last.uri)
-        self.upload_extras()
         self.sink.checkpoint(
             {"step": step, "uri": self.last.uri, "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
         )
-        self.store.prune(best_step(state))
+        try:
+            self.upload_extras()
+            self.store.prune(best_step(state))
+        except TrainerError as exc:
+            log.warning("after the checkpoint of step %d: %s", step, exc)
 
     def upload_extras(self) -> None:
         output_uri = self.store.uri.rsplit("/", 1)[0]
@@ -164,6 +199,8 @@ class PreemptionWatch(TrainerCallback):
         if distributed.any_rank(self._signalled.is_set()):
             control.should_save = True
             control.should_training_stop = True
+            # The grace period is for the checkpoint; an evaluation due at this step would eat it.
+            control.should_evaluate = False
             self.stopped_at = int(state.global_step)
 
     @property

@@ -16,6 +16,7 @@ log = logging.getLogger("kubetune_trainer")
 TERMINATION_LOG_ENV = "KUBETUNE_TERMINATION_LOG"
 # Set by kubetune_trainer.launch for its workers (see there).
 PREEMPTED_MARKER_ENV = "KUBETUNE_PREEMPTED_MARKER"
+RANK_MESSAGES_ENV = "KUBETUNE_RANK_MESSAGES"
 _TERMINATION_LOG = "/dev/termination-log"
 # Kubernetes keeps at most 4 KiB of the termination message.
 _TERMINATION_LIMIT = 4096
@@ -36,6 +37,11 @@ def parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
 
 def write_termination_message(message: str) -> None:
     """Leave the failure reason where Kubernetes shows it in the pod status, if that file exists."""
+    rank_messages = os.environ.get(RANK_MESSAGES_ENV)
+    if rank_messages:
+        # Under the distributed launcher, which picks the pod's message from its workers' (launch.py).
+        Path(rank_messages, os.environ.get("RANK", "0")).write_text(message)
+        return
     path = Path(os.environ.get(TERMINATION_LOG_ENV, _TERMINATION_LOG))
     # Only an existing file: the kubelet creates it in pods, and we must not litter /dev elsewhere.
     if not path.is_file() or not os.access(path, os.W_OK):

@@ -203,6 +203,7 @@ class TrainingSpec(_Spec):
     generation_eval_samples: int = Field(default=0, ge=0)
     # Checkpoint (weights, optimizer, scheduler, RNG, data position) every this many steps to
     # <output.uri>/checkpoints/; None: only on SIGTERM. A restarted trainer resumes from the newest.
+    # With evaluation.earlyStopping checkpoints follow the evaluations (evalSteps) instead.
     save_steps: int | None = Field(default=None, gt=0, exclude_if=_unset)
 
     @model_validator(mode="after")
@@ -316,12 +317,6 @@ class TrainerConfig(_Spec):
         if stopping is not None:
             if self.training.eval_steps is None:
                 raise ValueError("evaluation.earlyStopping needs training.evalSteps")
-            save_steps = self.training.save_steps
-            if save_steps is not None and save_steps % self.training.eval_steps:
-                # The best checkpoint must be one that was evaluated.
-                raise ValueError(
-                    "with evaluation.earlyStopping, training.saveSteps must be a multiple of evalSteps"
-                )
             if self.dataset.eval_uri is None and self.dataset.eval_ratio == 0:
                 raise ValueError("evaluation.earlyStopping needs eval data: dataset.evalUri or evalRatio > 0")
         return self

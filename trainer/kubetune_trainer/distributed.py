@@ -54,6 +54,25 @@ def any_rank(flag: bool) -> bool:
     return bool(value.item())
 
 
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for without a process group)."""
+    if _group_ready():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def from_main(value: Any) -> Any:
+    """Rank 0's `value` on every rank: one decision where ranks could otherwise disagree."""
+    if not _group_ready():
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_gather(value: Any) -> list[Any]:
     """`value` from every rank, in rank order (just [value] without a process group)."""
     if not _group_ready():

@@ -7,6 +7,7 @@ from typing import Any
 
 from transformers import Trainer
 
+from kubetune_trainer import distributed
 from kubetune_trainer.data import REAL_TOKENS
 from kubetune_trainer.evaluation import AnswerEvaluator, perplexity
 
@@ -32,6 +33,9 @@ class KubetuneTrainer(Trainer):
         if loss is not None:
             output.metrics[f"{prefix}_perplexity"] = perplexity(float(loss))
         if self.answer_evaluator is not None:
-            scores = self.answer_evaluator(self.model)
+            # Rank 0 answers and scores; every rank takes its scores, so that early stopping and the
+            # best checkpoint are decided alike everywhere (and the generation runs once).
+            scores = self.answer_evaluator(self.model) if distributed.is_main() else None
+            scores = distributed.from_main(scores)
             output.metrics.update({f"{prefix}_{name}": value for name, value in scores.items()})
         return output

@@ -48,19 +48,26 @@ def checkpoint_arguments(spec: TrainingSpec, evaluation: EvaluationSpec | None) 
     from kubetune_trainer.evaluation import TRAINER_KEYS
 
     stopping = evaluation.early_stopping if evaluation else None
+    common = {
+        # Older ones are in S3 if needed; the pod's disk keeps only the newest (and the best).
+        "save_total_limit": 1,
+        # Every pod keeps its own copy, so every pod can load the best one at the end.
+        "save_on_each_node": True,
+        # A resumed run keeps early stopping's patience count.
+        "restore_callback_states_from_checkpoint": True,
+    }
     if stopping is None:
         # Without saveSteps a checkpoint is still written on SIGTERM (checkpoints.PreemptionWatch).
         return {
+            **common,
             "save_strategy": "steps" if spec.save_steps else "no",
             "save_steps": spec.save_steps,
-            # Older ones are in S3 if needed; the pod's disk keeps only the newest.
-            "save_total_limit": 1,
         }
     return {
+        **common,
+        # Saves follow the evaluations: the best evaluated step is always a saved one.
         "save_strategy": "steps",
-        # The best checkpoint must be an evaluated one, so saves follow the evaluations.
-        "save_steps": spec.save_steps or spec.eval_steps,
-        "save_total_limit": 1,  # the best one is kept besides
+        "save_steps": spec.eval_steps,
         "load_best_model_at_end": True,
         "metric_for_best_model": f"eval_{TRAINER_KEYS[stopping.metric]}",
         "greater_is_better": stopping.greater_is_better,

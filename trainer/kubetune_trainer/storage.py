@@ -253,6 +253,14 @@ class Storage:
         prefix = location.key.rstrip("/") + "/" if location.key else ""
         return [key[len(prefix) :] for key in self.list_keys(S3Location(location.bucket, prefix))]
 
+    def delete_file(self, uri: str) -> None:
+        location = parse_uri(uri)
+        if isinstance(location, Path):
+            location.unlink(missing_ok=True)
+            return
+        with _s3_errors("delete", uri):
+            self.client.delete_object(Bucket=location.bucket, Key=location.key)
+
     def delete_folder(self, uri: str) -> None:
         """Delete every file under the folder `uri`."""
         location = parse_uri(uri)

@@ -27,6 +27,8 @@ from kubetune_trainer.checkpoints import (
     Preempted,
     PreemptionWatch,
     best_step,
+    folder_name,
+    restore,
 )
 from kubetune_trainer.cli import configure_logging, parse_args, run_entrypoint
 from kubetune_trainer.config import BaseModelSpec, DatasetSpec, TrainerConfig, load_config
@@ -190,16 +192,16 @@ def set_kv_cache(model: Any, enabled: bool) -> bool:
     return previous
 
 
-def restore_checkpoint(store: CheckpointStore, args: Any, root: Path) -> tuple[Path | None, int]:
-    """The newest complete checkpoint of this run, downloaded once per pod; (None, 0) on a first start."""
-    latest = store.latest()
+def restore_checkpoint(store: CheckpointStore, args: Any) -> tuple[Path | None, int]:
+    """The newest complete checkpoint of this run, downloaded once per pod into the Trainer's output
+    folder (with the best one, see checkpoints.restore); (None, 0) on a first start."""
+    # The pod's first process downloads; its other processes then find the folders complete.
+    with args.main_process_first(local=True, desc="checkpoint download"):
+        latest = restore(store, Path(args.output_dir))
     if latest is None:
         return None, 0
-    # The pod's first process downloads; its other processes then find the folder complete.
-    with args.main_process_first(local=True, desc="checkpoint download"):
-        local = store.download(latest, root)
     log.info("resuming from the checkpoint of step %d (%s)", latest.step, latest.uri)
-    return local, latest.step
+    return Path(args.output_dir) / folder_name(latest.step), latest.step
 
 
 def evaluation_callbacks(cfg: TrainerConfig) -> list[Any]:
@@ -262,7 +264,7 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
     # Creating the arguments joins the process group of a distributed run.
     args = to_training_arguments(cfg.training, workdir / "trainer", bool(eval_set), cfg.evaluation)
     store = CheckpointStore(storage, cfg.output.uri)
-    resume_dir, resumed_step = restore_checkpoint(store, args, workdir / "restored")
+    resume_dir, resumed_step = restore_checkpoint(store, args)
     tensorboard_dir = workdir / TENSORBOARD_DIR
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard_dir)
     uploader = CheckpointUploader(store, sink, workdir / "scratch", {TENSORBOARD_DIR: tensorboard_dir})
@@ -285,6 +287,9 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
     digest = weights_digest(model)
     digests = all_gather(digest)
     if not distributed.is_main():
+        # Stay until rank 0 has uploaded: a pod that succeeded early would not come back if pod 0
+        # then failed and had to rendezvous again.
+        distributed.barrier()
         return {"rank": distributed.rank(), "weightsSha256": digest}
     accuracy_after = _generation_accuracy(cfg, data.format, model, tokenizer, data.splits.eval)
     metrics = training_metrics(
@@ -315,6 +320,7 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
     entries = storage.upload_dir(out_dir, out_uri)
     uploader.upload_extras()  # the TensorBoard files, complete
     sink.metrics(metrics)
+    distributed.barrier()
     log.info("metrics %s", json.dumps(metrics, sort_keys=True))
     return {**metrics, "artifacts": [run_result.folder_artifact(ARTIFACT_KINDS[group], out_uri, entries)]}
 

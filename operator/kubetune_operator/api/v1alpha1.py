@@ -382,7 +382,8 @@ class TrainingSpec(_Model):
     save_steps: int = Field(
         default=100,
         ge=1,
-        description="Checkpoint to S3 every this many steps (also on SIGTERM and at the end).",
+        description="Checkpoint to S3 every this many steps, and on SIGTERM; a replaced trainer pod "
+        "resumes from the newest. With evaluation.earlyStopping, at every evaluation instead.",
     )
 
 
@@ -411,7 +412,7 @@ class EvaluationSpec(_Model):
     cel_rules = (
         Cel(
             "!has(self.earlyStopping) || !(self.earlyStopping.metric in ['exactMatch', 'f1', 'rougeL'])"
-            " || self.earlyStopping.metric in self.metrics",
+            " || (has(self.metrics) && self.earlyStopping.metric in self.metrics)",
             "evaluation.earlyStopping.metric must also be listed in evaluation.metrics",
             lambda e: (
                 e.early_stopping is None
@@ -634,32 +635,6 @@ class FineTuneJobSpec(_Model):
             ),
             reason="FieldValueRequired",
             field_path=".training.evalSteps",
-        ),
-        Cel(
-            "!has(self.evaluation) || !has(self.evaluation.earlyStopping) || !has(self.training.evalSteps)"
-            " || self.training.saveSteps % self.training.evalSteps == 0",
-            "with evaluation.earlyStopping, training.saveSteps must be a multiple of training.evalSteps "
-            "(the best checkpoint must be an evaluated one)",
-            lambda s: (
-                s.evaluation is None
-                or s.evaluation.early_stopping is None
-                or s.training.eval_steps is None
-                or s.training.save_steps % s.training.eval_steps == 0
-            ),
-            field_path=".training.saveSteps",
-        ),
-        Cel(
-            "!has(self.evaluation) || !has(self.evaluation.earlyStopping) || has(self.dataset.evalUri)"
-            " || !has(self.dataset.evalRatio) || self.dataset.evalRatio > 0.0",
-            "evaluation.earlyStopping needs eval data: dataset.evalUri or dataset.evalRatio > 0",
-            lambda s: (
-                s.evaluation is None
-                or s.evaluation.early_stopping is None
-                or s.dataset.eval_uri is not None
-                or s.dataset.eval_ratio is None
-                or s.dataset.eval_ratio > 0
-            ),
-            field_path=".dataset.evalRatio",
         ),
         Cel(
             "!has(self.quantization) || self.method == 'qlora'",

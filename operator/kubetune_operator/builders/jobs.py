@@ -199,6 +199,8 @@ def _pod_spec(
 ) -> client.V1PodSpec:
     spec = ftj.spec
     resources = spec.resources
+    # Processes of one pod exchange tensors through /dev/shm (NCCL); a container's default is 64 MiB.
+    shared_memory = component == names.TRAINER and is_distributed(ftj)
     limits: dict[str, str] = {}
     requests: dict[str, str] = {}
     if gpus:
@@ -220,6 +222,7 @@ def _pod_spec(
         volume_mounts=[
             client.V1VolumeMount(name="config", mount_path=names.CONFIG_MOUNT, read_only=True),
             client.V1VolumeMount(name="workspace", mount_path=WORKSPACE),
+            *([client.V1VolumeMount(name="dshm", mount_path="/dev/shm")] if shared_memory else []),
         ],
         termination_message_policy="FallbackToLogsOnError",
     )
@@ -236,6 +239,11 @@ def _pod_spec(
                 config_map=client.V1ConfigMapVolumeSource(name=names.config_map_name(ftj)),
             ),
             client.V1Volume(name="workspace", empty_dir=client.V1EmptyDirVolumeSource()),
+            *(
+                [client.V1Volume(name="dshm", empty_dir=client.V1EmptyDirVolumeSource(medium="Memory"))]
+                if shared_memory
+                else []
+            ),
         ],
         # The user's node selector places the trainer; a CPU-only export may run anywhere.
         node_selector=dict(resources.node_selector)
