@@ -41,6 +41,8 @@ def main() -> int:
 
     body = yaml.safe_load(MANIFEST.read_text())
     name = body["metadata"]["name"]
+    # A fresh prefix: under the example's own one, an earlier demo's finished run would be reused.
+    body["spec"]["output"]["uri"] += time.strftime("/demo-%Y%m%d-%H%M%S")
     _delete_previous(custom, name)
     custom.create_namespaced_custom_object("kubetune.dev", "v1alpha1", NAMESPACE, "finetunejobs", body)
     print(f"==> applied {MANIFEST.relative_to(settings.REPO_ROOT)} as {NAMESPACE}/{name}", flush=True)

@@ -192,8 +192,10 @@ def test_deleted_pod_gets_sigterm_and_job_replaces_it(
 
     core.delete_namespaced_pod(first, namespace)
 
-    wait_for(lambda: (tmp_path / f"{first}.sigterm").exists(), 30, "the process to receive SIGTERM")
-    assert (tmp_path / f"{first}.sigterm").read_text() == "terminated gracefully"
+    marker = tmp_path / f"{first}.sigterm"
+    # The handler creates the file, then writes it: wait for the content, not just the file.
+    wait_for(lambda: marker.exists() and marker.read_text(), 30, "the process to receive SIGTERM")
+    assert marker.read_text() == "terminated gracefully"
     replacement = wait_for(
         lambda: [p for p in job_pods(core, namespace, "sleeper") if p.metadata.name != first],
         60,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,8 @@ def test_smollm2_learns_the_task_and_its_onnx_export_keeps_it(
     s3.upload_file(str(gguf), bucket, f"models/{gguf.name}")
     seed.upload_dataset(s3, bucket)
     body = yaml.safe_load((EXAMPLES / "finetunejob-smollm2-tone.yaml").read_text())
+    # A prefix of its own: the same spec under the example's prefix would reuse an earlier run.
+    body["spec"]["output"]["uri"] += f"/{uuid.uuid4().hex[:8]}"
 
     with StatusRecorder(custom, workspace, body["metadata"]["name"]) as recorder:
         apply_ftj(custom, workspace, body)

@@ -173,3 +173,14 @@ def test_a_resumed_run_keeps_and_ends_on_its_best_checkpoint(
     saved = load_file(out / "adapter" / "adapter_model.safetensors")
     kept = load_file(out / "checkpoints" / f"checkpoint-{best}" / "adapter_model.safetensors")
     assert all((saved[k] == kept[k]).all() for k in saved)
+
+
+def test_a_finished_run_is_not_trained_again(runs: dict[str, Any], tiny_model_dir: Path, make_config) -> None:
+    """A pod replaced after the run's upload, or the same spec applied again, reports the stored result."""
+    root = runs["root"]
+    config = _config(make_config, tiny_model_dir, root / "resumed-out")
+    again = _start(config, root / "again")
+    assert again.wait(timeout=300) == 0
+    events = [json.loads(line) for line in (root / "again" / "progress.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in events] == ["metrics"]  # no training progress at all
+    assert events[0]["steps"] == STEPS and events[0]["resumedFromStep"] == runs["metrics"]["resumedFromStep"]

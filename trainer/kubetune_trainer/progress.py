@@ -284,14 +284,15 @@ class ProgressCallback(TrainerCallback):
         now = self.end if self.end is not None else self.clock()
         elapsed = now - (self.start if self.start is not None else now)
         done_here = step - self.start_step
-        eta = elapsed / done_here * (total - step) if done_here > 0 and total else None
+        # Resuming from a run's last checkpoint trains one more step than planned: never past 100%.
+        eta = elapsed / done_here * max(total - step, 0) if done_here > 0 and total else None
         tokens = (getattr(state, "num_input_tokens_seen", 0) or 0) - self.start_tokens
         self.last = {
             **self.last,
             "phase": phase,
             "step": step,
             "totalSteps": total,
-            "percent": round(100.0 * step / total, 1) if total else 0.0,
+            "percent": min(round(100.0 * step / total, 1), 100.0) if total else 0.0,
             "etaSeconds": round(eta, 1) if eta is not None else None,
             "epoch": round(float(state.epoch), 4) if state.epoch is not None else 0.0,
             "tokensPerSecond": round(tokens / elapsed, 1) if elapsed > 0 and tokens else None,

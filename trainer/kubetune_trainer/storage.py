@@ -243,6 +243,17 @@ class Storage:
         path.write_bytes(data)
         return self.upload_file(path, uri)
 
+    def read_if_exists(self, uri: str, scratch: Path) -> str | None:
+        """The text of one file, or None if there is no such file."""
+        location = parse_uri(uri)
+        if isinstance(location, Path):
+            return location.read_text() if location.is_file() else None
+        if not self._object_exists(location):
+            return None
+        target = scratch / PurePosixPath(location.key).name
+        self._download_object(location, target)
+        return target.read_text()
+
     # --- listing and deleting folders ---
 
     def list_folder(self, uri: str) -> list[str]:

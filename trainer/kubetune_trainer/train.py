@@ -55,6 +55,8 @@ METRICS_FILE = "training_metrics.json"
 LOG_HISTORY_FILE = "training_log.json"
 # TensorBoard event files, under <output.uri>/tensorboard/.
 TENSORBOARD_DIR = "tensorboard"
+# The finished run's result (metrics and artifacts), written last: <output.uri>/training_result.json.
+RESULT_FILE = "training_result.json"
 
 
 def fetch_base_model(spec: BaseModelSpec, storage: Storage, workdir: Path) -> Path:
@@ -244,6 +246,16 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
 
     storage = storage or Storage()
     started = time.monotonic()
+    finished = storage.read_if_exists(join_uri(cfg.output.uri, RESULT_FILE), workdir / "scratch")
+    if finished is not None:
+        # This run was trained before (a pod replaced after its upload, or the same spec applied
+        # again): report that result instead of training again.
+        log.info("run %s is already trained; reporting its stored result", cfg.run_id)
+        outcome: dict[str, Any] = json.loads(finished)
+        if not distributed.is_main():
+            return {"rank": distributed.rank(), "weightsSha256": outcome.get("weightsSha256")}
+        sink.metrics(outcome)
+        return outcome
     # First, so that a SIGTERM while downloading still ends in a checkpoint at the first step.
     preemption = PreemptionWatch().install()
     base_dir = fetch_base_model(cfg.base_model, storage, workdir)
@@ -319,10 +331,16 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
     out_uri = join_uri(cfg.output.uri, group)
     entries = storage.upload_dir(out_dir, out_uri)
     uploader.upload_extras()  # the TensorBoard files, complete
+    outcome = {**metrics, "artifacts": [run_result.folder_artifact(ARTIFACT_KINDS[group], out_uri, entries)]}
+    storage.upload_bytes(
+        json.dumps(outcome, sort_keys=True).encode(),
+        join_uri(cfg.output.uri, RESULT_FILE),
+        workdir / "scratch",
+    )
     sink.metrics(metrics)
     distributed.barrier()
     log.info("metrics %s", json.dumps(metrics, sort_keys=True))
-    return {**metrics, "artifacts": [run_result.folder_artifact(ARTIFACT_KINDS[group], out_uri, entries)]}
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
