@@ -184,3 +184,37 @@ def test_a_finished_run_is_not_trained_again(runs: dict[str, Any], tiny_model_di
     events = [json.loads(line) for line in (root / "again" / "progress.jsonl").read_text().splitlines()]
     assert [e["kind"] for e in events] == ["metrics"]  # no training progress at all
     assert events[0]["steps"] == STEPS and events[0]["resumedFromStep"] == runs["metrics"]["resumedFromStep"]
+
+
+def test_a_full_fine_tune_resumes_its_weights_and_optimizer(
+    tmp_path: Path, tiny_model_dir: Path, make_config
+) -> None:
+    """Method full checkpoints every weight (not an adapter) with its optimizer state; the resumed loss
+    curve matches an uninterrupted run's."""
+
+    def config(out: str) -> dict[str, Any]:
+        cfg = _config(
+            make_config, tiny_model_dir, tmp_path / out, maxSteps=30, saveSteps=100, learningRate=1e-3
+        )
+        cfg["method"] = "full"
+        del cfg["lora"]
+        return cfg
+
+    assert _start(config("plain-out"), tmp_path / "plain").wait(timeout=600) == 0
+    first = _start(config("resumed-out"), tmp_path / "first")
+    while _steps_seen(tmp_path / "first" / "progress.jsonl") < 10:
+        assert first.poll() is None, "the trainer ended before it was interrupted"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == ExitCode.PREEMPTED
+    checkpoint = next((tmp_path / "resumed-out" / "checkpoints").iterdir())
+    assert (checkpoint / "model.safetensors").exists() and (checkpoint / "optimizer.pt").exists()
+    assert _start(config("resumed-out"), tmp_path / "second").wait(timeout=600) == 0
+
+    def losses(out: str) -> dict[int, float]:
+        log = json.loads((tmp_path / out / "model" / "training_log.json").read_text())
+        return {e["step"]: e["loss"] for e in log if "loss" in e}
+
+    plain, resumed = losses("plain-out"), losses("resumed-out")
+    assert sorted(plain) == sorted(resumed) == list(range(1, 31))
+    assert max(abs(plain[s] - resumed[s]) for s in plain) < 1e-3
