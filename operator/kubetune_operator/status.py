@@ -102,6 +102,9 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
             message = f"retrying the trainer after {trainer.failed} failed attempt(s)"
             if last:
                 message += f"; last: {describe_exit(last.exit_code, last.reason, last.message)}"
+        checkpoint = ftj.status.last_checkpoint
+        if checkpoint is not None and ftj.status.run_id == run_id:
+            message += f"; it resumes from the checkpoint of step {checkpoint.step}"
         return _decision(
             Phase.PENDING,
             "Scheduling",
@@ -393,7 +396,13 @@ def new_status(ftj: FineTuneJob, decision: Decision, now: datetime) -> dict[str,
         message=decision.message,
     )
     # Fields sent as null are removed by the merge patch (e.g. completionTime after a new revision).
-    return status.model_dump(mode="json", by_alias=True, exclude={"progress", "last_checkpoint"})
+    # progress and lastCheckpoint are the trainer's to write, except that a new run clears them, and the
+    # previous run's metrics, whose keys a merge patch only removes one by one.
+    body = status.model_dump(mode="json", by_alias=True, exclude={"progress", "last_checkpoint"})
+    if old.run_id is not None and not same_run:
+        body["progress"] = body["lastCheckpoint"] = None
+        body["metrics"] = {**dict.fromkeys(old.metrics), **body["metrics"]}
+    return body
 
 
 def _parse_time(value: str | None) -> datetime | None:
