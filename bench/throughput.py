@@ -90,8 +90,9 @@ def run_case(case: str, folder: Path, steps: int, warmup: int) -> dict[str, Any]
 
     from kubetune_trainer.config import DatasetSpec, LoraSpec, TrainingSpec
     from kubetune_trainer.data import REAL_TOKENS, PackingCollator, encode_rows, read_rows
+    from kubetune_trainer.hf_trainer import KubetuneTrainer
     from kubetune_trainer.peft_config import to_lora_config, to_training_arguments
-    from kubetune_trainer.train import set_kv_cache, trainer_class
+    from kubetune_trainer.train import set_kv_cache
 
     torch.manual_seed(42)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -140,7 +141,7 @@ def run_case(case: str, folder: Path, steps: int, warmup: int) -> dict[str, Any]
             max_steps=total_steps, batch_size=BATCH, max_seq_length=MAX_SEQ_LENGTH, packing=True, seed=42
         )
         args = to_training_arguments(training, out, has_eval=False)
-        trainer = trainer_class(True)(model=model, args=args, train_dataset=dataset, data_collator=collator)
+        trainer = KubetuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
     trainer.add_callback(timer)
     result = trainer.train()
     seconds = timer.end - timer.start
