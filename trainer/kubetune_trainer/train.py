@@ -235,6 +235,25 @@ def early_stopping_metrics(cfg: TrainerConfig, state: Any) -> dict[str, Any]:
     }
 
 
+def publish(
+    cfg: TrainerConfig, storage: Storage, workdir: Path, trainer: Any, tokenizer: Any, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """Upload the trained weights with the tokenizer, metrics and log, then the run's result document
+    (last: it marks the run as trained). Returns that document."""
+    group = trained_dir_name(cfg)
+    out_dir = save_trained(trainer.model, tokenizer, metrics, workdir / group)
+    (out_dir / LOG_HISTORY_FILE).write_text(json.dumps(trainer.state.log_history, indent=1))
+    out_uri = join_uri(cfg.output.uri, group)
+    entries = storage.upload_dir(out_dir, out_uri)
+    outcome = {**metrics, "artifacts": [run_result.folder_artifact(ARTIFACT_KINDS[group], out_uri, entries)]}
+    storage.upload_bytes(
+        json.dumps(outcome, sort_keys=True).encode(),
+        join_uri(cfg.output.uri, RESULT_FILE),
+        workdir / "scratch",
+    )
+    return outcome
+
+
 def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storage | None = None) -> dict:
     """Train, resuming from the run's newest checkpoint if there is one. Every process of a distributed
     run calls this; only the main one uploads and returns artifacts, the others their weights digest."""
@@ -325,18 +344,8 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
             **early_stopping_metrics(cfg, trainer.state),
         },
     )
-    group = trained_dir_name(cfg)
-    out_dir = save_trained(model, tokenizer, metrics, workdir / group)
-    (out_dir / LOG_HISTORY_FILE).write_text(json.dumps(trainer.state.log_history, indent=1))
-    out_uri = join_uri(cfg.output.uri, group)
-    entries = storage.upload_dir(out_dir, out_uri)
     uploader.upload_extras()  # the TensorBoard files, complete
-    outcome = {**metrics, "artifacts": [run_result.folder_artifact(ARTIFACT_KINDS[group], out_uri, entries)]}
-    storage.upload_bytes(
-        json.dumps(outcome, sort_keys=True).encode(),
-        join_uri(cfg.output.uri, RESULT_FILE),
-        workdir / "scratch",
-    )
+    outcome = publish(cfg, storage, workdir, trainer, tokenizer, metrics)
     sink.metrics(metrics)
     distributed.barrier()
     log.info("metrics %s", json.dumps(metrics, sort_keys=True))
