@@ -104,8 +104,12 @@ def test_names_and_printer_columns() -> None:
         "Model": ".spec.baseModel.uri",
         "Progress%": ".status.progress.progressPercentage",
         "Loss": ".status.progress.loss",
+        "Eval-Loss": ".status.progress.evalLoss",
+        "Checkpoint": ".status.lastCheckpoint.step",
         "Age": ".metadata.creationTimestamp",
     }
+    wide_only = {c["name"] for c in version["additionalPrinterColumns"] if c.get("priority") == 1}
+    assert wide_only == {"Eval-Loss", "Checkpoint"}
 
 
 def test_crd_defaults_match_the_models() -> None:

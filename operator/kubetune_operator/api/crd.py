@@ -182,6 +182,21 @@ PRINTER_COLUMNS = [
         "description": "Training progress in percent.",
     },
     {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
+    # -o wide only (priority 1): the latest evaluation and the step a lost pod would resume from.
+    {
+        "name": "Eval-Loss",
+        "type": "number",
+        "jsonPath": ".status.progress.evalLoss",
+        "priority": 1,
+        "description": "Latest evaluation loss.",
+    },
+    {
+        "name": "Checkpoint",
+        "type": "integer",
+        "jsonPath": ".status.lastCheckpoint.step",
+        "priority": 1,
+        "description": "Step of the newest checkpoint in S3.",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
