@@ -73,8 +73,8 @@ def test_checkpoint_store_ignores_incomplete_uploads(tmp_path: Path) -> None:
     (tmp_path / "out" / "checkpoints" / "checkpoint-20").mkdir()
     (tmp_path / "out" / "checkpoints" / "checkpoint-20" / "weights.bin").write_bytes(b"partial")
     assert [c.step for c in store.complete()] == [5, 10, 15]
-    latest = store.latest()
-    assert latest is not None and latest.step == 15
+    latest = store.complete()[-1]
+    assert latest.step == 15
     local = store.download(latest, tmp_path / "restored")
     assert (local / "weights.bin").read_bytes() == bytes([15]) and (local / COMPLETE_MARKER).exists()
     store.prune(keep_step=5)

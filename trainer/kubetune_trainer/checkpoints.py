@@ -16,7 +16,6 @@ import shutil
 import signal
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from transformers import TrainerCallback
 
 from kubetune_trainer import distributed
 from kubetune_trainer.errors import ExitCode, TrainerError
-from kubetune_trainer.progress import ProgressSink
+from kubetune_trainer.progress import ProgressSink, utc_now
 from kubetune_trainer.storage import Storage, join_uri
 
 log = logging.getLogger(__name__)
@@ -63,10 +62,6 @@ class CheckpointStore:
             if match and name == COMPLETE_MARKER:
                 steps.add(int(match.group(1)))
         return [StoredCheckpoint(step, join_uri(self.uri, folder_name(step))) for step in sorted(steps)]
-
-    def latest(self) -> StoredCheckpoint | None:
-        stored = self.complete()
-        return stored[-1] if stored else None
 
     def upload(self, folder: Path, step: int, scratch: Path) -> StoredCheckpoint:
         uri = join_uri(self.uri, folder_name(step))
@@ -128,12 +123,11 @@ class CheckpointUploader(TrainerCallback):
     Only the first process of the whole job uploads: every rank holds the same weights."""
 
     def __init__(
-        self, store: CheckpointStore, sink: ProgressSink, scratch: Path, extra_folders: dict[str, Path]
+        self, store: CheckpointStore, sink: ProgressSink, scratch: Path, extra_folders: dict[Path, str]
     ) -> None:
         self.store, self.sink, self.scratch = store, sink, scratch
-        # Folders that travel with every checkpoint (TensorBoard event files), by their S3 name.
+        # Local folders uploaded with every checkpoint (TensorBoard event files), and where to.
         self.extra_folders = extra_folders
-        self.last: StoredCheckpoint | None = None
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
@@ -144,16 +138,14 @@ class CheckpointUploader(TrainerCallback):
             log.warning("no local checkpoint at %s to upload", folder)
             return
         try:
-            self.last = self.store.upload(folder, step, self.scratch)
+            stored = self.store.upload(folder, step, self.scratch)
         except TrainerError as exc:
             # Not fatal: training goes on, and the next save tries again (a resume would use the
             # previous checkpoint).
             log.warning("checkpoint of step %d not uploaded: %s", step, exc)
             return
-        log.info("checkpoint of step %d uploaded to %s", step, self.last.uri)
-        self.sink.checkpoint(
-            {"step": step, "uri": self.last.uri, "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        )
+        log.info("checkpoint of step %d uploaded to %s", step, stored.uri)
+        self.sink.checkpoint({"step": step, "uri": stored.uri, "time": utc_now()})
         try:
             self.upload_extras()
             self.store.prune(best_step(state))
@@ -161,10 +153,9 @@ class CheckpointUploader(TrainerCallback):
             log.warning("after the checkpoint of step %d: %s", step, exc)
 
     def upload_extras(self) -> None:
-        output_uri = self.store.uri.rsplit("/", 1)[0]
-        for name, folder in self.extra_folders.items():
+        for folder, uri in self.extra_folders.items():
             if folder.is_dir():
-                self.store.storage.upload_dir(folder, join_uri(output_uri, name))
+                self.store.storage.upload_dir(folder, uri)
 
 
 class Preempted(TrainerError):

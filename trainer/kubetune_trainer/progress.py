@@ -42,7 +42,7 @@ class ProgressSink(Protocol):
         """A checkpoint now stored: step, uri and time (status.lastCheckpoint)."""
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -297,7 +297,7 @@ class ProgressCallback(TrainerCallback):
             "epoch": round(float(state.epoch), 4) if state.epoch is not None else 0.0,
             "tokensPerSecond": round(tokens / elapsed, 1) if elapsed > 0 and tokens else None,
             "elapsedSeconds": round(elapsed, 1),
-            "updatedAt": _now(),
+            "updatedAt": utc_now(),
         }
         return self.last
 

@@ -298,7 +298,8 @@ def train(cfg: TrainerConfig, workdir: Path, sink: ProgressSink, storage: Storag
     resume_dir, resumed_step = restore_checkpoint(store, args)
     tensorboard_dir = workdir / TENSORBOARD_DIR
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard_dir)
-    uploader = CheckpointUploader(store, sink, workdir / "scratch", {TENSORBOARD_DIR: tensorboard_dir})
+    tensorboard_uri = join_uri(cfg.output.uri, TENSORBOARD_DIR)
+    uploader = CheckpointUploader(store, sink, workdir / "scratch", {tensorboard_dir: tensorboard_uri})
     trainer = KubetuneTrainer(
         model=model,
         args=args,
