@@ -25,7 +25,7 @@ import yaml
 from kubernetes import client, config
 
 from devcluster import model, release, seed, settings
-from kubetune_operator.api import FineTuneJob
+from kubetune_api import FineTuneJob
 from kubetune_operator.builders.trainer_config import trainer_config
 
 NAMESPACE = f"kubetune-bench-{uuid.uuid4().hex[:6]}"  # a fresh one: the last may still be terminating

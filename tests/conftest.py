@@ -8,17 +8,27 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client, config
 
 from devcluster import seed, settings
+from support import Secret, masked
+
+
+def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> list[str] | None:
+    """A failed comparison with a Secret, told without the text diff pytest makes of two strings."""
+    if isinstance(left, Secret) or isinstance(right, Secret):
+        return [f"{left!r} {op} {right!r}", "(a secret's value is not shown)"]
+    return None
 
 
 @pytest.fixture(scope="session")
 def cluster_env() -> dict[str, str]:
     try:
-        env = settings.cluster_env()
+        # The S3 secret key becomes a Secret: no failure output (locals with -l, a failed assert) shows it.
+        env = masked(settings.cluster_env())
     except RuntimeError as e:
         pytest.fail(f"the local cluster is not set up: {e}")
     api = config.new_client_from_config(env["KUBECONFIG"])

@@ -10,16 +10,24 @@ import base64
 import datetime as dt
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+    PrivateKeyTypes,
+)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY = dt.timedelta(days=3650)
+# Certificates start this long ago, so a clock a little behind still accepts them.
+BACKDATE = dt.timedelta(hours=1)
 APISERVER_SANS_DNS = [
     "localhost",
     "kubernetes",
@@ -67,18 +75,88 @@ def _new_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
+def _key_pem(
+    key: PrivateKeyTypes, fmt: serialization.PrivateFormat = serialization.PrivateFormat.TraditionalOpenSSL
+) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
 
 
 def _name(cn: str, orgs: list[str] | None = None) -> x509.Name:
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs or []]
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
     return x509.Name(attrs)
+
+
+def _key_usage(
+    *,
+    digital_signature: bool = False,
+    key_encipherment: bool = False,
+    key_cert_sign: bool = False,
+    crl_sign: bool = False,
+) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=key_cert_sign,
+        crl_sign=crl_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def certificate(
+    subject: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    issuer: x509.Name,
+    issuer_key: CertificateIssuerPrivateKeyTypes,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]],
+    *,
+    validity: dt.timedelta = VALIDITY,
+    backdate: dt.timedelta = BACKDATE,
+) -> x509.Certificate:
+    """The kit's one certificate builder: the subject's public key signed by the issuer's key (SHA-256),
+    valid from `backdate` ago for `validity`, with the (extension, critical) pairs in order."""
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - backdate)
+        .not_valid_after(now + validity)
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def self_signed_cert(directory: Path, name: str) -> tuple[Path, Path]:
+    """A serving certificate for `name` and 127.0.0.1, signed by its own key, made once in `directory`:
+    the node agent's log endpoint presents it, and the apiserver does not verify it unless told a
+    kubelet CA."""
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = _name(name)
+    sans = [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = certificate(
+        subject,
+        key.public_key(),
+        subject,
+        key,
+        [(x509.SubjectAlternativeName(sans), False)],
+        validity=dt.timedelta(days=365),
+        backdate=dt.timedelta(minutes=5),
+    )
+    key_path.write_bytes(_key_pem(key, serialization.PrivateFormat.PKCS8))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
 
 
 class Pki:
@@ -137,32 +215,16 @@ class Pki:
     def _create_ca(self) -> None:
         key = _new_key()
         name = _name("kubetune-devcluster-ca")
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
+        cert = certificate(
+            name,
+            key.public_key(),
+            name,
+            key,
+            [
+                (x509.BasicConstraints(ca=True, path_length=None), True),
+                (_key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True), True),
+                (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
+            ],
         )
         _write_private(self.ca_key, _key_pem(key))
         self.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -176,45 +238,18 @@ class Pki:
         server: bool = False,
     ) -> None:
         key = _new_key()
-        now = dt.datetime.now(dt.UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_encipherment=True,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    content_commitment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
-        )
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        extensions: list[tuple[x509.ExtensionType, bool]] = [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (_key_usage(digital_signature=True, key_encipherment=True), True),
+            (x509.ExtendedKeyUsage([usage]), False),
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False),
+        ]
         if server:
             sans: list[x509.GeneralName] = [x509.DNSName(d) for d in APISERVER_SANS_DNS]
             sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in APISERVER_SANS_IP]
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
+            extensions.append((x509.SubjectAlternativeName(sans), False))
+        cert = certificate(subject, key.public_key(), ca_cert.subject, ca_key, extensions)
         _write_private(self.key(stem), _key_pem(key))
         self.cert(stem).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 

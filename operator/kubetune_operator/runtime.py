@@ -9,7 +9,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from kubetune_operator.api import GROUP, PLURAL, VERSION
+from kubetune_api import GROUP, PLURAL, VERSION
 from kubetune_operator.services.children import Children
 from kubetune_operator.services.reconcile import Reconciler
 from kubetune_operator.settings import OperatorSettings

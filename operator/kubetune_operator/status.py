@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from kubetune_operator.api import (
+from kubetune_api import (
     Artifact,
     Condition,
     ConditionStatus,

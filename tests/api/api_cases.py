@@ -6,31 +6,14 @@ API server, so the CEL rules and their Python twins are tested against the same 
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
-from typing import Any
 
-import yaml
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
-TINY = REPO_ROOT / "examples" / "finetunejob-tiny.yaml"
-
-Obj = dict[str, Any]
-
-
-@cache
-def _load(path: Path) -> Obj:
-    data = yaml.safe_load(path.read_text())
-    assert isinstance(data, dict), f"{path} is not one YAML mapping"
-    return data
-
-
-def load(path: Path) -> Obj:
-    return copy.deepcopy(_load(path))
+from spec_edits import EXAMPLES as EXAMPLES
+from spec_edits import REPO_ROOT as REPO_ROOT
+from spec_edits import TINY, Edit, Obj, load
+from spec_edits import all_ as _all
+from spec_edits import delete as _del
+from spec_edits import set_ as _set
 
 
 def tiny() -> Obj:
@@ -40,7 +23,7 @@ def tiny() -> Obj:
 @dataclass(frozen=True)
 class BadSpec:
     id: str
-    edit: Callable[[Obj], None]
+    edit: Edit
     loc: str  # where pydantic reports it (dotted, camelCase; "" for the object itself)
     pydantic: str  # substring of pydantic's error
     server: str  # substring of the API server's error (kubectl apply --dry-run=server)
@@ -49,36 +32,6 @@ class BadSpec:
         obj = tiny()
         self.edit(obj)
         return obj
-
-
-def _set(path: str, value: Any) -> Callable[[Obj], None]:
-    def edit(obj: Obj) -> None:
-        *parents, last = path.split(".")
-        node = obj
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-
-    return edit
-
-
-def _del(path: str) -> Callable[[Obj], None]:
-    def edit(obj: Obj) -> None:
-        *parents, last = path.split(".")
-        node = obj
-        for p in parents:
-            node = node[p]
-        del node[last]
-
-    return edit
-
-
-def _all(*edits: Callable[[Obj], None]) -> Callable[[Obj], None]:
-    def edit(obj: Obj) -> None:
-        for e in edits:
-            e(obj)
-
-    return edit
 
 
 BAD_SPECS = [
@@ -138,15 +91,36 @@ BAD_SPECS = [
         "steps-and-epochs",
         _set("spec.training.epochs", 1),
         "spec.training",
-        "exactly one of training.maxSteps and training.epochs must be set",
-        "exactly one of training.maxSteps and training.epochs must be set",
+        "training.maxSteps and training.epochs are mutually exclusive",
+        "training.maxSteps and training.epochs are mutually exclusive",
     ),
     BadSpec(
-        "neither-steps-nor-epochs",
-        _del("spec.training.maxSteps"),
-        "spec.training",
-        "exactly one of training.maxSteps and training.epochs must be set",
-        "exactly one of training.maxSteps and training.epochs must be set",
+        "eval-steps-without-eval-data",
+        _all(_del("spec.dataset.evalRatio"), _set("spec.training.evalSteps", 2)),
+        "spec",
+        "training.evalSteps and evaluation need eval data",
+        "training.evalSteps and evaluation need eval data",
+    ),
+    BadSpec(
+        "response-field-not-a-placeholder",
+        _set("spec.dataset.responseField", "label"),
+        "spec.dataset",
+        "dataset.responseField must name a {placeholder} of dataset.textTemplate",
+        "dataset.responseField must name a {placeholder} of dataset.textTemplate",
+    ),
+    BadSpec(
+        "eight-bit-with-four-bit-options",
+        _all(_set("spec.method", "qlora"), _set("spec.quantization", {"bits": 8, "quantType": "fp4"})),
+        "spec.quantization",
+        "apply to bits 4 only",
+        "apply to bits 4 only",
+    ),
+    BadSpec(
+        "data-credentials-differ-from-output",
+        _set("spec.dataset.credentialsSecretRef", {"name": "other-secret"}),
+        "spec",
+        "must equal output.credentialsSecretRef",
+        "must equal output.credentialsSecretRef",
     ),
     BadSpec(
         "warmup-steps-and-ratio",

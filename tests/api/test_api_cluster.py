@@ -8,8 +8,6 @@ and that the server's defaults are the models' defaults.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,8 +18,9 @@ import yaml
 from api_cases import BAD_SPECS, EXAMPLES, REPO_ROOT, BadSpec, load, tiny
 from kubernetes import client
 
-from devcluster import release, settings
-from kubetune_operator.api import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, crd
+import support
+from devcluster import release
+from kubetune_api import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, crd
 from support import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -31,19 +30,9 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture(scope="module")
 def kubectl(cluster_env: dict[str, str]) -> Kubectl:
-    # The kubectl built with the cluster matches the server's version; a system one may be older.
-    try:
-        built = settings.bin_dir() / "kubectl"
-    except RuntimeError:
-        built = None
-    binary = str(built) if built and built.exists() else shutil.which("kubectl")
-    assert binary, "no kubectl found"
-    env = {**os.environ, **cluster_env}
-
+    # The kit's kubectl matches the server's version; a system one may be older.
     def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [binary, *args], input=stdin, text=True, capture_output=True, env=env, timeout=60, check=False
-        )
+        return support.kubectl(*args, cluster_env=cluster_env, input=stdin, check=False, timeout=60)
 
     return run
 

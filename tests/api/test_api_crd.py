@@ -10,7 +10,7 @@ import yaml
 from api_cases import REPO_ROOT
 from pydantic import BaseModel
 
-from kubetune_operator.api import crd
+from kubetune_api import crd
 
 SCHEMA = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
@@ -22,7 +22,7 @@ def test_committed_crd_is_current() -> None:
 
 def test_rendered_crd_parses_back_to_the_same_object() -> None:
     text = crd.render_crd()
-    assert text.startswith("# generated from operator/kubetune_operator/api; do not edit")
+    assert text.startswith("# generated from operator/kubetune_api; do not edit")
     assert yaml.safe_load(text) == crd.build_crd()
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from api_cases import EXAMPLES, load
 
-from kubetune_operator.api import FineTuneJob
+from kubetune_api import FineTuneJob
 
 
 def test_the_documented_examples_exist() -> None:

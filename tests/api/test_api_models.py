@@ -10,7 +10,7 @@ import pytest
 from api_cases import BAD_SPECS, BadSpec, tiny
 from pydantic import BaseModel, ValidationError
 
-from kubetune_operator.api import (
+from kubetune_api import (
     FineTuneJob,
     FineTuneJobSpec,
     FineTuneJobStatus,
@@ -19,7 +19,7 @@ from kubetune_operator.api import (
     describe_errors,
     v1alpha1,
 )
-from kubetune_operator.api.cel import Cel
+from kubetune_api.cel import Cel
 
 
 @pytest.mark.parametrize("case", BAD_SPECS, ids=lambda c: c.id)
@@ -39,7 +39,7 @@ def test_describe_errors_is_one_readable_line() -> None:
         FineTuneJob.from_k8s(obj)
     text = describe_errors(exc.value)
     assert "spec.lora.r: Input should be greater than or equal to 1" in text
-    assert "spec.training: exactly one of training.maxSteps and training.epochs must be set" in text
+    assert "spec.training: training.maxSteps and training.epochs are mutually exclusive" in text
     assert "\n" not in text
 
 

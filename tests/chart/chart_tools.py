@@ -1,20 +1,19 @@
-"""Runs helm and kubectl for the chart tests: the local cluster kit's binaries first on PATH.
+"""Renders and inspects the chart for the chart tests.
 
-helm and kubectl come from the kit's build (`devcluster.settings.bin_dir()`), never from whatever
-else is installed, so the versions match the local cluster. Rendering needs no cluster; anything
-given a kubeconfig needs `cluster_env` (the fixture in tests/conftest.py) and talks to it.
+helm and kubectl are the local cluster kit's (`support.run`), so their versions match the local cluster.
+Rendering needs no cluster; anything given a kubeconfig needs `cluster_env` (the fixture in
+tests/conftest.py) and talks to it.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from devcluster import settings
+from support import helm
+from support import kubectl as kubectl
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kubetune"
@@ -22,36 +21,6 @@ CRD_NAME = "kubetune.dev_finetunejobs.yaml"
 # The chart's floor (Chart.yaml kubeVersion): rendering for it proves the templates need nothing newer.
 # helm template otherwise assumes v1.20, which the chart refuses.
 KUBE_VERSION = "1.30.0"
-
-
-def tool_env(cluster_env: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    # Without a cluster, a kubeconfig from the caller's environment must not leak into the run.
-    env.pop("KUBECONFIG", None)
-    if cluster_env is not None:
-        env.update(cluster_env)
-    env["PATH"] = f"{settings.bin_dir()}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def run(
-    *args: str, cluster_env: dict[str, str] | None = None, input: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    """Runs a tool; with check, a failure raises an AssertionError carrying its output."""
-    result = subprocess.run(
-        args, env=tool_env(cluster_env), capture_output=True, text=True, input=input, timeout=300
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {result.returncode}:\n{result.stderr}{result.stdout}")
-    return result
-
-
-def helm(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return run("helm", *args, **kw)
-
-
-def kubectl(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return run("kubectl", *args, **kw)
 
 
 def set_args(values: dict[str, str] | None = None, strings: dict[str, str] | None = None) -> list[str]:

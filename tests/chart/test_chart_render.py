@@ -148,7 +148,8 @@ def test_deployment() -> None:
 
     env = env_of(deployment)
     # The operator reads every KUBETUNE_* variable through OperatorSettings.from_env().
-    assert env["KUBETUNE_TRAINER_IMAGE"] == "registry.example/kubetune:1.2.3"
+    # The trainer image is its own repository, at the operator's tag unless told otherwise.
+    assert env["KUBETUNE_TRAINER_IMAGE"] == "ghcr.io/kubetune/kubetune-trainer:1.2.3"
     assert env["KUBETUNE_IMAGE_PULL_POLICY"] == "IfNotPresent"
     assert json.loads(env["KUBETUNE_TRAINER_ENV"]) == {"HF_HUB_OFFLINE": "1"}
     # The endpoints listen on the pod's IP: no clash where pods share a host's network.
@@ -159,8 +160,27 @@ def test_deployment() -> None:
     assert env["KUBETUNE_EXPORT_ON_GPU"] == "false"
     assert env["EXTRA"] == "x"
 
-    trainer = env_of(one(render(values={"trainerImage": "other/trainer:9"}), "Deployment"))
-    assert trainer["KUBETUNE_TRAINER_IMAGE"] == "other/trainer:9"
+
+def test_trainer_image() -> None:
+    default = one(render(), "Deployment")
+    (operator,) = default["spec"]["template"]["spec"]["containers"]
+    # Two images (the Dockerfile's two targets), one release: both default to the appVersion.
+    assert operator["image"] == "ghcr.io/kubetune/kubetune:0.1.0"
+    assert env_of(default)["KUBETUNE_TRAINER_IMAGE"] == "ghcr.io/kubetune/kubetune-trainer:0.1.0"
+
+    digest = "sha256:" + "0" * 64
+    values = {
+        "trainerImage.repository": "other/trainer",
+        "trainerImage.tag": f"9@{digest}",
+        "trainerImage.pullPolicy": "Always",
+    }
+    deployment = one(render(values=values), "Deployment")
+    env = env_of(deployment)
+    assert env["KUBETUNE_TRAINER_IMAGE"] == f"other/trainer:9@{digest}"
+    assert env["KUBETUNE_IMAGE_PULL_POLICY"] == "Always"
+    # The operator's own pull policy is image.pullPolicy, untouched.
+    (operator,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert operator["imagePullPolicy"] == "IfNotPresent"
 
 
 def test_settings_parse_the_rendered_environment() -> None:
@@ -173,7 +193,8 @@ def test_settings_parse_the_rendered_environment() -> None:
     assert parsed.namespaces == ["team-a", "team-b"]
     assert parsed.trainer_env == {"A": "b"}
     assert parsed.export_on_gpu is True
-    assert parsed.trainer_image == "ghcr.io/kubetune/kubetune:0.1.0"
+    assert parsed.trainer_image == "ghcr.io/kubetune/kubetune-trainer:0.1.0"
+    assert parsed.image_pull_policy == "IfNotPresent"
 
 
 def test_metrics_off_and_service_monitor() -> None:
@@ -207,6 +228,11 @@ def test_cluster_scoped_names_include_the_release_namespace() -> None:
         ({"replicas": "2"}, "additional properties 'replicas' not allowed"),
         ({"metrics.port": "8080"}, "must differ"),
         ({"operator.listenAddress": "::"}, "/operator/listenAddress"),
+        # trainerImage is a table now; the old string form and trainerImagePullPolicy are refused.
+        ({"trainerImage": "other/trainer:9"}, "/trainerImage"),
+        ({"trainerImagePullPolicy": "Always"}, "additional properties 'trainerImagePullPolicy' not allowed"),
+        ({"trainerImage.pullPolicy": "Sometimes"}, "/trainerImage/pullPolicy"),
+        ({"trainerImage.repository": ""}, "/trainerImage/repository"),
     ],
 )
 def test_bad_values_are_refused(values: dict[str, str], message: str) -> None:

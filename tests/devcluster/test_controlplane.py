@@ -18,6 +18,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from devcluster import settings
+from support import masked
 
 pytestmark = pytest.mark.cluster
 
@@ -33,7 +34,7 @@ def _expected_k8s_version() -> str:
 @pytest.fixture(scope="module")
 def env() -> dict[str, str]:
     try:
-        return settings.cluster_env()
+        return masked(settings.cluster_env())
     except RuntimeError as e:
         pytest.fail(f"local cluster not set up ({e}); start it with `hack/cluster up`")
 

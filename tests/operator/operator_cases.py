@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client
 
-from kubetune_operator.api import FineTuneJob
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
-TINY = REPO_ROOT / "examples" / "finetunejob-tiny.yaml"
+import spec_edits
+from kubetune_api import FineTuneJob
+from spec_edits import EXAMPLES as EXAMPLES
+from spec_edits import TINY, Edit, Obj, apply, load
+from spec_edits import set_ as set_
 
 NAMESPACE = "ml-team"
 UID = "0f0e0d0c-0b0a-4908-8706-050403020100"
 GENERATION = 3
-
-Obj = dict[str, Any]
-Edit = Callable[[Obj], None]
-
-
-@cache
-def _load(path: Path) -> Obj:
-    data = yaml.safe_load(path.read_text())
-    assert isinstance(data, dict), f"{path} is not one YAML mapping"
-    return data
-
-
-def load(path: Path) -> Obj:
-    return copy.deepcopy(_load(path))
 
 
 def tiny_obj() -> Obj:
@@ -43,35 +24,13 @@ def tiny_obj() -> Obj:
     return obj
 
 
-def set_(path: str, value: Any) -> Edit:
-    """An edit that sets a dotted path (camelCase, as in the manifest), creating parents."""
-
-    def edit(obj: Obj) -> None:
-        *parents, last = path.split(".")
-        node = obj
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-
-    return edit
-
-
 def delete(path: str) -> Edit:
-    def edit(obj: Obj) -> None:
-        *parents, last = path.split(".")
-        node = obj
-        for p in parents:
-            node = node[p]
-        node.pop(last, None)
-
-    return edit
+    """An edit that removes a dotted path; a field already absent is left so."""
+    return spec_edits.delete(path, missing_ok=True)
 
 
 def tiny(*edits: Edit) -> FineTuneJob:
-    obj = tiny_obj()
-    for edit in edits:
-        edit(obj)
-    return FineTuneJob.from_k8s(obj)
+    return FineTuneJob.from_k8s(apply(tiny_obj(), *edits))
 
 
 def serialize(obj: Any) -> Any:

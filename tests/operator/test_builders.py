@@ -18,7 +18,7 @@ import pytest
 import yaml
 from operator_cases import NAMESPACE, UID, Edit, delete, serialize, set_, tiny
 
-from kubetune_operator.api import FineTuneJob
+from kubetune_api import FineTuneJob
 from kubetune_operator.builders import jobs, names, rbac
 from kubetune_operator.builders.trainer_config import UnsupportedSpec, trainer_config
 from kubetune_operator.observation import child_job, container_outcome

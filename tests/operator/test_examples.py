@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from operator_cases import EXAMPLES, load, serialize
 
-from kubetune_operator.api import FineTuneJob
+from kubetune_api import FineTuneJob
 from kubetune_operator.builders import jobs, names, rbac
 from kubetune_operator.builders.trainer_config import trainer_config
 from kubetune_operator.settings import OperatorSettings

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from operator_cases import GENERATION, Edit, delete, set_, tiny
 
-from kubetune_operator.api import FineTuneJob, FineTuneJobStatus, Phase
+from kubetune_api import FineTuneJob, FineTuneJobStatus, Phase
 from kubetune_operator.builders import names
 from kubetune_operator.observation import Observed, child_job
 from kubetune_operator.status import Action, decide, invalid_spec_status, new_status

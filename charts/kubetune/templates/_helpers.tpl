@@ -67,8 +67,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/*
+The operator's image (the Dockerfile's `operator` target).
+*/}}
 {{- define "kubetune.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+The trainer and export Jobs' image (the Dockerfile's `trainer` target). Its tag follows the
+operator's unless set: the operator writes the config the trainer reads, so both are one release.
+*/}}
+{{- define "kubetune.trainerImage" -}}
+{{- $tag := .Values.trainerImage.tag | default .Values.image.tag | default .Chart.AppVersion }}
+{{- printf "%s:%s" .Values.trainerImage.repository $tag }}
 {{- end }}
 
 {{/*

@@ -6,7 +6,7 @@ import json
 
 from kubernetes import client
 
-from kubetune_operator.api import FineTuneJob
+from kubetune_api import FineTuneJob
 from kubetune_operator.builders import names
 from kubetune_operator.builders.trainer_config import trainer_config
 from kubetune_operator.settings import OperatorSettings

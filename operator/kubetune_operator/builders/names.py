@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from kubetune_operator.api import API_VERSION, KIND, FineTuneJob
+from kubetune_api import API_VERSION, KIND, FineTuneJob
 
 FINETUNEJOB_LABEL = "kubetune.dev/finetunejob"
 RUN_ID_LABEL = "kubetune.dev/run-id"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from kubetune_operator.api import GROUP, PLURAL, FineTuneJob
+from kubetune_api import GROUP, PLURAL, FineTuneJob
 from kubetune_operator.builders import names
 
 

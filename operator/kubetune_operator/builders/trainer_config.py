@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetune_operator.api import EvaluationSpec, FineTuneJob, LoraSpec, Method, QuantizationSpec
+from kubetune_api import EvaluationSpec, FineTuneJob, LoraSpec, Method, QuantizationSpec
 from kubetune_trainer.config import TrainerConfig, parse_config
 
 TEXT_FIELD_TEMPLATE = "{text}"

@@ -9,7 +9,7 @@ import kopf
 from pydantic import ValidationError
 
 from kubetune_operator import metrics
-from kubetune_operator.api import (
+from kubetune_api import (
     GROUP,
     PLURAL,
     VERSION,

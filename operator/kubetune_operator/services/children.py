@@ -8,7 +8,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from kubetune_operator.api import FineTuneJob
+from kubetune_api import FineTuneJob
 from kubetune_operator.builders import jobs, names, rbac
 from kubetune_operator.settings import OperatorSettings
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from kubernetes import client
 
-from kubetune_operator.api import GROUP, PLURAL, VERSION, FineTuneJob, FineTuneJobStatus, ObjectMeta, Phase
+from kubetune_api import GROUP, PLURAL, VERSION, FineTuneJob, FineTuneJobStatus, ObjectMeta, Phase
 from kubetune_operator.observation import Observed
 from kubetune_operator.services.children import Children
 from kubetune_operator.status import Action, Decision, decide, new_status

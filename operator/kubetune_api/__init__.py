@@ -1,6 +1,10 @@
-"""The FineTuneJob API: pydantic models (the schema's single source) and the CRD generator."""
+"""The FineTuneJob API: pydantic models (the schema's single source), the CRD generator, and the
+contract with the trainer (run input, S3 layout, exit codes). Depends on pydantic only."""
 
-from kubetune_operator.api.v1alpha1 import (
+from kubetune_api.exit_codes import ExitCode, describe_exit_code
+from kubetune_api.layout import RunLayout
+from kubetune_api.run import RunContext, TrainerInput, load_trainer_input, parse_trainer_input
+from kubetune_api.v1alpha1 import (
     API_VERSION,
     GROUP,
     KIND,
@@ -32,6 +36,7 @@ from kubetune_operator.api.v1alpha1 import (
     QuantizationSpec,
     ResourcesSpec,
     Toleration,
+    TrainerReport,
     TrainingSpec,
     describe_errors,
     plain_data,
@@ -53,6 +58,7 @@ __all__ = [
     "DatasetSpec",
     "EarlyStoppingSpec",
     "EvaluationSpec",
+    "ExitCode",
     "ExportSpec",
     "FineTuneJob",
     "FineTuneJobSpec",
@@ -68,8 +74,15 @@ __all__ = [
     "Progress",
     "QuantizationSpec",
     "ResourcesSpec",
+    "RunContext",
+    "RunLayout",
     "Toleration",
+    "TrainerInput",
+    "TrainerReport",
     "TrainingSpec",
     "describe_errors",
+    "describe_exit_code",
+    "load_trainer_input",
+    "parse_trainer_input",
     "plain_data",
 ]

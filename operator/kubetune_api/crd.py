@@ -1,8 +1,8 @@
 """Generates the FineTuneJob CRD from the pydantic models.
 
-    python -m kubetune_operator.api.crd            # print the CRD YAML
-    python -m kubetune_operator.api.crd --write    # write the committed copies
-    python -m kubetune_operator.api.crd --check    # exit 1 with a diff if a committed copy is stale
+    python -m kubetune_api.crd            # print the CRD YAML
+    python -m kubetune_api.crd --write    # write the committed copies
+    python -m kubetune_api.crd --check    # exit 1 with a diff if a committed copy is stale
 
 Pydantic emits JSON Schema (2020-12); the API server wants a *structural* OpenAPI v3 schema. The
 conversion inlines $refs, drops what structural schemas forbid or do not know (title, $defs,
@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from kubetune_operator.api import v1alpha1
-from kubetune_operator.api.cel import VALIDATIONS_KEY
+from kubetune_api import v1alpha1
+from kubetune_api.cel import VALIDATIONS_KEY
 
 CRD_NAME = f"{v1alpha1.PLURAL}.{v1alpha1.GROUP}"
 # Relative to the repository root; the chart carries an identical copy.
@@ -32,7 +32,7 @@ CRD_PATHS = (
     Path("charts/kubetune/crds") / f"{v1alpha1.GROUP}_{v1alpha1.PLURAL}.yaml",
 )
 HEADER = (
-    "# generated from operator/kubetune_operator/api; do not edit.\n"
+    "# generated from operator/kubetune_api; do not edit.\n"
     "# Regenerate with hack/generate-crd after changing the models.\n"
 )
 
@@ -269,9 +269,7 @@ def write(root: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m kubetune_operator.api.crd", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m kubetune_api.crd", description=__doc__.split("\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write the CRD files under --root")
     mode.add_argument("--check", action="store_true", help="exit 1 with a diff if a CRD file is stale")

@@ -1,6 +1,6 @@
 """FineTuneJob, kubetune.dev/v1alpha1: the one source of the API schema.
 
-The CRD in crds/ is generated from these models (`python -m kubetune_operator.api.crd --write`), so
+The CRD in crds/ is generated from these models (`python -m kubetune_api.crd --write`), so
 descriptions, defaults, enums, bounds and CEL rules written here are what the API server enforces and
 what `kubectl explain ftj.spec...` prints.
 
@@ -17,16 +17,25 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import string
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 
-from kubetune_operator.api.cel import Cel, add_model_rules, check_model_rules
+from kubetune_api.cel import Cel, add_model_rules, check_model_rules
 
 GROUP = "kubetune.dev"
 VERSION = "v1alpha1"
@@ -201,8 +210,16 @@ class ModelSource(_Model):
     )
 
 
+TEXT_FIELD_TEMPLATE = "{text}"
+
+
+def template_fields(template: str) -> list[str]:
+    """The `{field}` placeholders of a template, in order of appearance."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+
+
 class DatasetSpec(_Model):
-    """Training (and evaluation) data: JSONL files, one example per line."""
+    """Training (and evaluation) data: JSONL, JSON, CSV or Parquet files, one example per row."""
 
     cel_rules = (
         Cel(
@@ -227,11 +244,21 @@ class DatasetSpec(_Model):
             reason="FieldValueForbidden",
             field_path=".credentialsSecretRef",
         ),
+        Cel(
+            "!has(self.responseField) || (has(self.textTemplate) "
+            "&& self.textTemplate.contains('{' + self.responseField + '}'))",
+            "dataset.responseField must name a {placeholder} of dataset.textTemplate",
+            lambda d: (
+                d.response_field is None
+                or (d.text_template is not None and f"{{{d.response_field}}}" in d.text_template)
+            ),
+            field_path=".responseField",
+        ),
     )
 
     train_uri: SourceUri = Field(
-        description="Training data: a JSONL object (s3://bucket/key.jsonl), pvc://claim/path or an "
-        "absolute path."
+        description="Training data: a JSONL, JSON, CSV or Parquet file (told apart by its extension) at "
+        "s3://bucket/key, pvc://claim/path or an absolute path."
     )
     eval_uri: SourceUri | None = Field(
         default=None, description="Evaluation data, in the same form as trainUri. Excludes evalRatio."
@@ -240,7 +267,8 @@ class DatasetSpec(_Model):
         default=None,
         gt=0,
         le=0.5,
-        description="Fraction of the training data held out for evaluation (seeded split). Excludes evalUri.",
+        description="Fraction of the training rows held out for evaluation (split with dataset.seed). "
+        "Excludes evalUri. Unset, and no evalUri: every row trains and nothing is evaluated.",
     )
     format: Literal["auto", "text", "chat", "promptCompletion"] = Field(
         default="auto",
@@ -260,13 +288,55 @@ class DatasetSpec(_Model):
         description="Template that turns a record into training text; {field} placeholders are replaced by "
         "the record's fields, e.g. '### Instruction: {prompt} ### Answer: {response}'.",
     )
+    response_field: Annotated[str, Field(max_length=256)] | None = Field(
+        default=None,
+        description="The textTemplate placeholder that holds the answer: generation-based evaluation "
+        "and export checks prompt with the template up to it. Unset: the last placeholder.",
+    )
     max_samples: int | None = Field(
         default=None, ge=1, description="Use at most this many training records (after shuffling)."
     )
-    seed: int = Field(default=42, ge=0, description="Seed of the shuffle and of the evalRatio split.")
+    seed: int = Field(
+        default=42,
+        ge=0,
+        description="Seed of the shuffle, of the evalRatio split and of the sampled evaluation rows.",
+    )
     credentials_secret_ref: CredentialsSecretRef | None = Field(
         default=None, description="S3 credentials for the data; defaults to output.credentialsSecretRef."
     )
+
+    @field_validator("text_template")
+    @classmethod
+    def _placeholders_name_fields(cls, value: str | None) -> str | None:
+        # Beyond what CEL can parse: every placeholder must be a plain field name.
+        if value is None:
+            return value
+        try:
+            fields = template_fields(value)
+        except ValueError as exc:
+            raise ValueError(f"textTemplate is not a valid template: {exc}") from exc
+        if not fields or any(not f.isidentifier() for f in fields):
+            raise ValueError("textTemplate placeholders must name row fields, e.g. '{text}'")
+        return value
+
+    @property
+    def has_eval_data(self) -> bool:
+        return self.eval_uri is not None or self.eval_ratio is not None
+
+    @property
+    def template(self) -> str | None:
+        """The template rows are rendered with: textTemplate, or each row's 'text' for format text."""
+        if self.text_template is not None:
+            return self.text_template
+        return TEXT_FIELD_TEMPLATE if self.format == "text" else None
+
+    @property
+    def answer_field(self) -> str | None:
+        """The answer placeholder of the template; None without one."""
+        template = self.template
+        if template is None:
+            return None
+        return self.response_field or template_fields(template)[-1]
 
 
 class LoraSpec(_Model):
@@ -292,25 +362,57 @@ class LoraSpec(_Model):
 class QuantizationSpec(_Model):
     """Quantization of the frozen base weights for QLoRA (bitsandbytes)."""
 
+    cel_rules = (
+        Cel(
+            "!has(self.bits) || self.bits == 4 "
+            "|| !(has(self.quantType) || has(self.doubleQuant) || has(self.computeDtype))",
+            "quantization.quantType, doubleQuant and computeDtype apply to bits 4 only; "
+            "remove them for bits 8",
+            lambda q: (
+                q.bits == 4 or (q.quant_type is None and q.double_quant is None and q.compute_dtype is None)
+            ),
+            reason="FieldValueForbidden",
+            field_path=".bits",
+        ),
+    )
+
     bits: Literal[4, 8] = Field(default=4, description="Bits per base weight.")
-    quant_type: Literal["nf4", "fp4"] = Field(default="nf4", description="4-bit data type (bits 4 only).")
-    double_quant: bool = Field(
-        default=True, description="Also quantize the quantization constants (bits 4 only)."
+    quant_type: Literal["nf4", "fp4"] | None = Field(
+        default=None, description="4-bit data type (bits 4 only); unset: nf4."
     )
-    compute_dtype: Literal["bf16", "fp16", "fp32"] = Field(
-        default="bf16", description="Data type of the matmuls on dequantized weights."
+    double_quant: bool | None = Field(
+        default=None, description="Also quantize the quantization constants (bits 4 only); unset: true."
     )
+    compute_dtype: Literal["bf16", "fp16", "fp32"] | None = Field(
+        default=None, description="Data type of the 4-bit matmuls on dequantized weights; unset: bf16."
+    )
+
+    @property
+    def four_bit_type(self) -> str:
+        return self.quant_type or "nf4"
+
+    @property
+    def four_bit_double_quant(self) -> bool:
+        return True if self.double_quant is None else self.double_quant
+
+    @property
+    def four_bit_compute_dtype(self) -> str:
+        return self.compute_dtype or "bf16"
+
+
+DEFAULT_EPOCHS = 1.0
 
 
 class TrainingSpec(_Model):
-    """Training hyperparameters. Exactly one of maxSteps and epochs sets the length."""
+    """Training hyperparameters. maxSteps or epochs sets the length; with neither, one epoch."""
 
     cel_rules = (
         Cel(
-            "has(self.maxSteps) != has(self.epochs)",
-            "exactly one of training.maxSteps and training.epochs must be set",
-            lambda t: (t.max_steps is None) != (t.epochs is None),
-            field_path=".maxSteps",
+            "!(has(self.maxSteps) && has(self.epochs))",
+            "training.maxSteps and training.epochs are mutually exclusive",
+            lambda t: t.max_steps is None or t.epochs is None,
+            reason="FieldValueForbidden",
+            field_path=".epochs",
         ),
         Cel(
             "!(has(self.warmupSteps) && has(self.warmupRatio))",
@@ -328,7 +430,8 @@ class TrainingSpec(_Model):
         default=None,
         gt=0,
         le=1000,
-        description="Passes over the training data (may be fractional). Excludes maxSteps.",
+        description="Passes over the training data (may be fractional). Excludes maxSteps. With "
+        f"neither set: {DEFAULT_EPOCHS:g} epoch.",
     )
     learning_rate: float = Field(default=2e-4, gt=0, le=1, description="Peak learning rate.")
     lr_scheduler: Literal[
@@ -386,6 +489,11 @@ class TrainingSpec(_Model):
         "resumes from the newest. With evaluation.earlyStopping, at every evaluation instead.",
     )
 
+    @property
+    def length_epochs(self) -> float | None:
+        """Epochs to train when maxSteps does not set the length."""
+        return None if self.max_steps is not None else (self.epochs or DEFAULT_EPOCHS)
+
 
 TASK_METRICS = ("exactMatch", "f1", "rougeL")
 
@@ -433,13 +541,19 @@ class EvaluationSpec(_Model):
         default=64,
         ge=1,
         le=10000,
-        description="Held-out rows answered for the task metrics at each evaluation.",
+        description="Held-out rows answered for the task metrics at each evaluation: a sample drawn with "
+        "dataset.seed, or every row when there are fewer. status.metrics.taskMetricRows says how many.",
     )
     max_new_tokens: int = Field(
         default=32, ge=1, le=1024, description="Longest generated answer for the task metrics."
     )
     early_stopping: EarlyStoppingSpec | None = Field(
         default=None, description="Stop early and keep the best checkpoint; needs training.evalSteps."
+    )
+    score_base_model: bool = Field(
+        default=False,
+        description="Also answer the same rows with the base model before training: status.metrics gets "
+        "evalAccuracyBefore beside evalAccuracyAfter (exact match of the trained model).",
     )
 
 
@@ -567,8 +681,21 @@ class ExportSpec(_Model):
         default=8,
         ge=0,
         le=64,
-        description="Fixed prompts on which ONNX output must match PyTorch before the job succeeds; "
-        "0 skips the check.",
+        description="Held-out prompts (training rows without eval data) generated by both PyTorch and "
+        "the ONNX model to measure their agreement; 0 skips the check.",
+    )
+    parity_tokens: int = Field(
+        default=8, ge=1, le=256, description="Two generations agree when their first this many tokens match."
+    )
+    max_new_tokens: int = Field(
+        default=16, ge=1, le=1024, description="Longest generation of the parity check."
+    )
+    min_parity: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Fail the export when the share of agreeing prompts is below this; "
+        "unset: only report it.",
     )
 
 
@@ -637,6 +764,35 @@ class FineTuneJobSpec(_Model):
             field_path=".training.evalSteps",
         ),
         Cel(
+            "has(self.dataset.evalUri) || has(self.dataset.evalRatio) || (!has(self.training.evalSteps) "
+            "&& !has(self.evaluation))",
+            "training.evalSteps and evaluation need eval data: set dataset.evalUri or dataset.evalRatio",
+            lambda s: s.dataset.has_eval_data or (s.training.eval_steps is None and s.evaluation is None),
+            reason="FieldValueRequired",
+            field_path=".dataset.evalRatio",
+        ),
+        Cel(
+            "self.method == 'full' || !has(self.lora) || !self.lora.useDora || !self.export.onnx.adapter",
+            "export.onnx.adapter cannot carry DoRA magnitudes; set lora.useDora false or adapter false",
+            lambda s: s.lora is None or not s.lora.use_dora or not s.export.onnx.adapter,
+            reason="FieldValueForbidden",
+            field_path=".export.onnx.adapter",
+        ),
+        Cel(
+            "(!has(self.baseModel.credentialsSecretRef) || (has(self.output.credentialsSecretRef) "
+            "&& self.baseModel.credentialsSecretRef == self.output.credentialsSecretRef)) "
+            "&& (!has(self.dataset.credentialsSecretRef) || (has(self.output.credentialsSecretRef) "
+            "&& self.dataset.credentialsSecretRef == self.output.credentialsSecretRef))",
+            "baseModel.credentialsSecretRef and dataset.credentialsSecretRef must equal "
+            "output.credentialsSecretRef: the trainer reads every S3 object with one set of credentials",
+            lambda s: all(
+                ref is None or ref == s.output.credentials_secret_ref
+                for ref in (s.base_model.credentials_secret_ref, s.dataset.credentials_secret_ref)
+            ),
+            reason="FieldValueForbidden",
+            field_path=".dataset.credentialsSecretRef",
+        ),
+        Cel(
             "!has(self.quantization) || self.method == 'qlora'",
             "quantization (4/8-bit base weights) is only valid with method qlora",
             lambda s: s.quantization is None or s.method == Method.QLORA,
@@ -657,7 +813,9 @@ class FineTuneJobSpec(_Model):
         default=None,
         description="Base-weight quantization for qlora; unset: 4-bit nf4 with double quantization.",
     )
-    training: TrainingSpec = Field(description="Training hyperparameters.")
+    training: TrainingSpec = _nested(
+        TrainingSpec, f"Training hyperparameters; unset: the defaults ({DEFAULT_EPOCHS:g} epoch)."
+    )
     evaluation: EvaluationSpec | None = Field(
         default=None, description="Task metrics and early stopping; unset: evalLoss and perplexity only."
     )
@@ -683,17 +841,40 @@ class FineTuneJobSpec(_Model):
         {"suspend", "active_deadline_seconds", "backoff_limit", "ttl_seconds_after_finished"}
     )
 
+    @property
+    def uses_adapter(self) -> bool:
+        return self.method != Method.FULL
+
+    @property
+    def effective_quantization(self) -> QuantizationSpec | None:
+        """qlora's base quantization with its defaults; None for the other methods."""
+        if self.method != Method.QLORA:
+            return None
+        return self.quantization or QuantizationSpec()
+
+    @property
+    def training_precision(self) -> Literal["fp32", "bf16", "fp16"]:
+        """training.precision with auto resolved: bf16 on GPUs, fp32 on CPU."""
+        precision = self.training.precision
+        if precision == "auto":
+            return "bf16" if self.resources.gpus_per_node > 0 else "fp32"
+        return precision
+
+    def spec_digest(self) -> str:
+        """sha256 of the canonical spec JSON (see spec_hash), recorded in the artifact manifest."""
+        data = self.model_dump(
+            mode="json", by_alias=True, exclude_defaults=True, exclude=set(self.RUN_ID_EXCLUDED_FIELDS)
+        )
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
     def spec_hash(self) -> str:
         """Run id: sha256 of the canonical spec JSON, first 12 hex characters.
 
         Fields equal to their defaults are left out, so a spec hashes the same whether the API server
         filled in the defaults or not, and adding a defaulted field later keeps existing run ids.
         """
-        data = self.model_dump(
-            mode="json", by_alias=True, exclude_defaults=True, exclude=set(self.RUN_ID_EXCLUDED_FIELDS)
-        )
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:RUN_ID_LENGTH]
+        return self.spec_digest()[:RUN_ID_LENGTH]
 
 
 # --- status -------------------------------------------------------------------------------------------
@@ -754,6 +935,9 @@ class Condition(_LenientModel):
     )
 
 
+LOSS_DECIMALS = 4
+
+
 class Progress(_LenientModel):
     """Training progress, reported by the trainer (Kubeflow trainerStatus names where they fit)."""
 
@@ -770,7 +954,17 @@ class Progress(_LenientModel):
     eval_loss: float | None = Field(default=None, description="Latest evaluation loss.")
     learning_rate: float | None = Field(default=None, description="Current learning rate.")
     tokens_per_second: float | None = Field(default=None, ge=0, description="Training throughput, all ranks.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="The latest evaluation's metrics (evalLoss, perplexity, task metrics), as they happen.",
+    )
     update_time: datetime | None = Field(default=None, description="When the trainer last reported.")
+
+    @field_validator("loss", "eval_loss")
+    @classmethod
+    def _four_decimals(cls, value: float | None) -> float | None:
+        # What `kubectl get ftj` prints as is: 2.5479, not 2.5479415893554687.
+        return None if value is None else round(value, LOSS_DECIMALS)
 
 
 class Checkpoint(_LenientModel):
@@ -794,8 +988,23 @@ class Artifact(_LenientModel):
     )
 
 
-class FineTuneJobStatus(_LenientModel):
-    """Observed state of a FineTuneJob, written by the operator (and progress by the trainer)."""
+class TrainerReport(_LenientModel):
+    """The part of the status that the trainer writes while it runs. The operator never writes these
+    fields, except to clear them when a new run starts."""
+
+    progress: Progress | None = Field(default=None, description="Training progress.")
+    last_checkpoint: Checkpoint | None = Field(default=None, description="Most recent checkpoint in S3.")
+
+    def status_patch(self) -> dict[str, Any]:
+        """The merge patch of the status subresource that reports what is set."""
+        return {"status": self.to_k8s()}
+
+
+class FineTuneJobStatus(TrainerReport):
+    """Observed state of a FineTuneJob: the trainer's report (TrainerReport's fields), and everything
+    else, which only the operator writes."""
+
+    TRAINER_FIELDS: ClassVar[frozenset[str]] = frozenset(TrainerReport.model_fields)
 
     phase: Phase | None = Field(
         default=None, description="Pending, Training, Exporting, Succeeded, Failed or Suspended."
@@ -819,13 +1028,12 @@ class FineTuneJobStatus(_LenientModel):
     )
     trainer_job_name: str | None = Field(default=None, max_length=63, description="Name of the training Job.")
     export_job_name: str | None = Field(default=None, max_length=63, description="Name of the export Job.")
-    progress: Progress | None = Field(default=None, description="Training progress.")
-    last_checkpoint: Checkpoint | None = Field(default=None, description="Most recent checkpoint in S3.")
     artifacts: list[Artifact] = Field(
         default_factory=list, max_length=64, description="Artifacts of the current run."
     )
     metrics: dict[str, float] = Field(
-        default_factory=dict, description="Final metrics, e.g. eval_loss, parity_max_abs_diff."
+        default_factory=dict,
+        description="Final metrics of the finished training and export (live ones: progress.metrics).",
     )
     message: str | None = Field(
         default=None, max_length=32768, description="Human-readable summary of the state."
@@ -833,6 +1041,11 @@ class FineTuneJobStatus(_LenientModel):
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
+
+    def operator_fields(self) -> dict[str, Any]:
+        """The operator's part, as written to the API (unset fields as null, which a merge patch
+        removes); the trainer's fields are left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude=set(self.TRAINER_FIELDS))
 
 
 # --- the object ---------------------------------------------------------------------------------------
