@@ -495,13 +495,16 @@ class TrainingSpec(_Model):
         return None if self.max_steps is not None else (self.epochs or DEFAULT_EPOCHS)
 
 
-TASK_METRICS = ("exactMatch", "f1", "rougeL")
+TaskMetric = Literal["exactMatch", "f1", "rougeL"]
+# What early stopping can watch: the eval loss, its perplexity, or a task metric.
+WatchedMetric = Literal["evalLoss", "perplexity", "exactMatch", "f1", "rougeL"]
+TASK_METRICS: tuple[TaskMetric, ...] = ("exactMatch", "f1", "rougeL")
 
 
 class EarlyStoppingSpec(_Model):
     """Stop when the watched metric has not improved for `patience` evaluations; keep the best."""
 
-    metric: Literal["evalLoss", "perplexity", "exactMatch", "f1", "rougeL"] = Field(
+    metric: WatchedMetric = Field(
         default="evalLoss",
         description="Metric to watch; evalLoss and perplexity improve downwards, the task metrics upwards. "
         "A task metric must also be listed in evaluation.metrics.",
@@ -512,6 +515,10 @@ class EarlyStoppingSpec(_Model):
     min_delta: float = Field(
         default=0.0, ge=0, description="Smallest change of the metric that counts as an improvement."
     )
+
+    @property
+    def greater_is_better(self) -> bool:
+        return self.metric not in ("evalLoss", "perplexity")
 
 
 class EvaluationSpec(_Model):
@@ -531,7 +538,7 @@ class EvaluationSpec(_Model):
         ),
     )
 
-    metrics: list[Literal["exactMatch", "f1", "rougeL"]] = Field(
+    metrics: list[TaskMetric] = Field(
         default_factory=list,
         max_length=3,
         description="Task metrics reported at each evaluation besides evalLoss and perplexity: "

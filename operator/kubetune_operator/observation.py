@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from kubetune_api import FineTuneJob
 from kubetune_operator.builders import names
+
+
+# Set by the Job controller on each of its pods.
+JOB_NAME_LABEL = "job-name"
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,9 @@ class ContainerOutcome:
     reason: str  # Completed, Error, OOMKilled, ...
     message: str
     finished_at: str = ""
+    # The reason of the pod's DisruptionTarget condition (PreemptionByScheduler, EvictionByEvictionAPI,
+    # DeletionByTaintManager, TerminationByKubelet, ...): stopped from outside, not by its own fault.
+    disruption: str = ""
 
     def result(self) -> dict[str, Any]:
         """The JSON result document a successful trainer/exporter leaves as termination message."""
@@ -81,6 +89,20 @@ class Observed:
     exporter: ChildJob | None = None
 
 
+def observe(ftj: FineTuneJob, jobs: list[dict[str, Any]], pods: list[dict[str, Any]]) -> Observed:
+    """The trainer and export Jobs of a FineTuneJob, among its child Jobs and pods (from the indexes)."""
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods:
+        job_name = ((pod.get("metadata") or {}).get("labels") or {}).get(JOB_NAME_LABEL, "")
+        by_job.setdefault(job_name, []).append(pod)
+    found = {(j.get("metadata") or {}).get("name"): j for j in jobs}
+
+    def one(name: str) -> ChildJob | None:
+        return child_job(found[name], by_job.get(name, [])) if name in found else None
+
+    return Observed(trainer=one(names.trainer_job_name(ftj)), exporter=one(names.export_job_name(ftj)))
+
+
 def child_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> ChildJob:
     meta, status = job.get("metadata") or {}, job.get("status") or {}
     conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
@@ -106,7 +128,16 @@ def child_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> ChildJob:
 
 def container_outcome(pod: dict[str, Any]) -> ContainerOutcome | None:
     component = ((pod.get("metadata") or {}).get("labels") or {}).get(names.COMPONENT_LABEL)
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+    status = pod.get("status") or {}
+    disruption = next(
+        (
+            c.get("reason") or "DisruptionTarget"
+            for c in status.get("conditions") or []
+            if c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+        ),
+        "",
+    )
+    for cs in status.get("containerStatuses") or []:
         if cs.get("name") != component:
             continue
         terminated = (cs.get("state") or {}).get("terminated")
@@ -117,6 +148,7 @@ def container_outcome(pod: dict[str, Any]) -> ContainerOutcome | None:
                 reason=terminated.get("reason") or "",
                 message=terminated.get("message") or "",
                 finished_at=_timestamp(terminated.get("finishedAt")),
+                disruption=disruption,
             )
     return None
 

@@ -29,8 +29,13 @@ class RecordingApi:
 
 
 def test_status_patch_body() -> None:
-    assert status_patch({"step": 1}) == {"status": {"progress": {"step": 1}}}
-    assert status_patch(None, {"trainLoss": 0.1}) == {"status": {"metrics": {"trainLoss": 0.1}}}
+    assert status_patch({"step": 1}) == {"status": {"progress": {"step": 1, "metrics": {}}}}
+    # Live evaluation metrics are the trainer's (progress.metrics); status.metrics is the operator's.
+    assert status_patch(None, {"evalLoss": 0.1, "trainLoss": 2.0}) == {
+        "status": {"progress": {"metrics": {"evalLoss": 0.1}}}
+    }
+    checkpoint = {"step": 5, "uri": "s3://b/c/checkpoint-5", "time": "2026-01-01T00:00:00Z"}
+    assert status_patch(None, checkpoint=checkpoint)["status"]["lastCheckpoint"]["step"] == 5
 
 
 def test_kubernetes_sink_throttles_and_always_sends_the_end() -> None:
@@ -82,8 +87,8 @@ def test_callback_reports_eta_rate_and_losses(tmp_path: Path) -> None:
     state.global_step, state.epoch, state.num_input_tokens_seen = 2, 0.2, 400
     callback.on_log(None, state, None, logs={"loss": 2.5, "learning_rate": 1e-3})
     event = sink.read()[-1]
-    assert event["step"] == 2 and event["totalSteps"] == 10 and event["percent"] == 20.0
-    assert event["etaSeconds"] == 16.0 and event["tokensPerSecond"] == 100.0
+    assert event["step"] == 2 and event["totalSteps"] == 10 and event["progressPercentage"] == 20
+    assert event["estimatedRemainingSeconds"] == 16 and event["tokensPerSecond"] == 100.0
     assert event["loss"] == 2.5 and event["learningRate"] == 1e-3 and event["phase"] == "training"
     callback.on_train_end(None, state, None)
     assert sink.read()[-1]["phase"] == "trained" and sink.read()[-1]["final"]

@@ -60,11 +60,11 @@ def test_progress_events_are_monotonic(tiny_run: dict[str, Any]) -> None:
     steps = [e["step"] for e in events]
     assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 30
     assert all(e["totalSteps"] == 30 for e in events)
-    percents = [e["percent"] for e in events]
+    percents = [e["progressPercentage"] for e in events]
     assert percents == sorted(percents) and percents[-1] == 100.0
     assert any(e.get("evalLoss") is not None for e in events)
     assert all(e["tokensPerSecond"] > 0 for e in events if e["step"] > 0)
-    etas = [e["etaSeconds"] for e in events if e["step"] > 0]
+    etas = [e["estimatedRemainingSeconds"] for e in events if e["step"] > 0]
     assert etas[-1] == 0.0
     assert tiny_run["events"][-1]["kind"] == "metrics"
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from kubetune_api.layout import CHECKPOINTS_DIR
 from kubetune_trainer import distributed
 from kubetune_trainer.errors import ExitCode, TrainerError
 from kubetune_trainer.progress import ProgressSink, utc_now
@@ -28,7 +29,6 @@ from kubetune_trainer.storage import Storage, join_uri
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS_DIR = "checkpoints"
 # Written after every other file of a checkpoint: its presence means the upload finished.
 COMPLETE_MARKER = "checkpoint-complete"
 _FOLDER = re.compile(r"^checkpoint-(\d+)$")

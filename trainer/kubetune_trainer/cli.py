@@ -9,7 +9,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from kubetune_trainer.errors import ExitCode, TrainerError
+from kubetune_api import TrainerInput, load_trainer_input
+from kubetune_api.run import InvalidTrainerInput
+from kubetune_trainer.errors import ExitCode, TrainerError, config_error
 
 log = logging.getLogger("kubetune_trainer")
 
@@ -24,7 +26,9 @@ _TERMINATION_LIMIT = 4096
 
 def parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=prog)
-    parser.add_argument("--config", type=Path, required=True, help="trainer config JSON")
+    parser.add_argument(
+        "--config", type=Path, required=True, help="the run's input: FineTuneJob spec and run section (JSON)"
+    )
     parser.add_argument(
         "--workdir",
         type=Path,
@@ -33,6 +37,16 @@ def parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--progress-file", type=Path, default=None, help="also append progress as JSON lines")
     return parser.parse_args(argv)
+
+
+def load_input(path: Path) -> TrainerInput:
+    """The run's input document, or an INVALID_CONFIG error that names every problem."""
+    try:
+        return load_trainer_input(path)
+    except OSError as exc:
+        raise config_error(f"cannot read the run input {path}: {exc}") from exc
+    except InvalidTrainerInput as exc:
+        raise config_error(str(exc)) from exc
 
 
 def write_termination_message(message: str) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from kubetune_trainer.config import DatasetSpec, template_fields
+from kubetune_api.v1alpha1 import DatasetSpec, template_fields
 from kubetune_trainer.errors import TrainerError, data_error
 
 log = logging.getLogger("kubetune_trainer.data")
@@ -145,7 +145,7 @@ def resolve_format(spec: DatasetSpec, rows: list[Row], source: str) -> Format:
     """The dataset's format: explicit, text with a textTemplate, else detected from the first row."""
     if spec.format != "auto":
         return spec.format
-    if spec.text_template is not None:
+    if spec.template is not None:
         return "text"
     detected = row_format(rows[0])
     if detected == "text":
@@ -161,8 +161,8 @@ def validate_rows(spec: DatasetSpec, fmt: Format, rows: list[Row], source: str) 
     for number, row in enumerate(rows, start=1):
         try:
             if fmt == "text":
-                assert spec.text_template is not None  # the config and resolve_format guarantee it
-                render(spec.text_template, row, number)
+                assert spec.template is not None  # the API and resolve_format guarantee it
+                render(spec.template, row, number)
                 continue
             if spec.format == "auto" and row_format(row) != fmt:
                 raise data_error(
@@ -275,8 +275,8 @@ def prompt_answer(
         return chat_prompt(tokenizer, row, row_number)
     if fmt == "promptCompletion":
         return prompt_completion(row, row_number)
-    assert spec.text_template is not None and spec.answer_field is not None
-    return split_prompt(spec.text_template, spec.answer_field, row, row_number)
+    assert spec.template is not None and spec.answer_field is not None
+    return split_prompt(spec.template, spec.answer_field, row, row_number)
 
 
 @dataclass(frozen=True)
@@ -291,8 +291,10 @@ def split_rows(spec: DatasetSpec, train_rows: list[Row], eval_rows: list[Row] | 
     train = list(train_rows)
     rng.shuffle(train)
     if eval_rows is None:
-        n_eval = round(len(train) * spec.eval_ratio)
-        if spec.eval_ratio > 0 and n_eval == 0 and len(train) > 1:
+        # Without evalRatio (and without an eval file) no row is held out, as the API documents.
+        ratio = spec.eval_ratio or 0.0
+        n_eval = round(len(train) * ratio)
+        if ratio > 0 and n_eval == 0 and len(train) > 1:
             n_eval = 1
         eval_rows, train = train[:n_eval], train[n_eval:]
     if spec.max_samples is not None:
@@ -300,6 +302,15 @@ def split_rows(spec: DatasetSpec, train_rows: list[Row], eval_rows: list[Row] | 
     if not train:
         raise data_error("no training rows left after the eval split")
     return Splits(train=train, eval=list(eval_rows))
+
+
+def sample_rows(rows: list[Row], n: int, seed: int) -> list[Row]:
+    """At most n rows drawn with the dataset seed, in their file order; all of them when fewer. The
+    first n rows of a file are often no fair sample (files are sorted by label more often than not)."""
+    if len(rows) <= n:
+        return list(rows)
+    picked = sorted(random.Random(seed).sample(range(len(rows)), n))
+    return [rows[i] for i in picked]
 
 
 def render_all(template: str, rows: list[Row]) -> list[str]:
@@ -330,8 +341,8 @@ def encode_rows(
 ) -> list[Example]:
     """Training examples: input_ids, and labels with the prompt part at -100 (chat, promptCompletion)."""
     if fmt == "text":
-        assert spec.text_template is not None
-        return tokenize(render_all(spec.text_template, rows), tokenizer, max_length)
+        assert spec.template is not None
+        return tokenize(render_all(spec.template, rows), tokenizer, max_length)
     if fmt == "promptCompletion":
         return [_prompt_completion_example(tokenizer, row, i, max_length) for i, row in enumerate(rows, 1)]
     chat_template_of(tokenizer)

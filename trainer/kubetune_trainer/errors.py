@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-from enum import IntEnum
-
-
-class ExitCode(IntEnum):
-    UNEXPECTED = 1
-    INVALID_CONFIG = 2
-    DATA = 3
-    STORAGE = 4
-    MODEL = 5
-    EXPORT = 6
-    # Stopped on SIGTERM with a checkpoint saved: not a failure, the replacement pod resumes.
-    PREEMPTED = 7
+# Re-exported: the trainer raises the API's exit codes.
+from kubetune_api.exit_codes import ExitCode as ExitCode
 
 
 class TrainerError(Exception):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Final
 
-from kubetune_trainer.config import EvaluationSpec, TaskMetric, WatchedMetric
+from kubetune_api.v1alpha1 import EvaluationSpec, TaskMetric, WatchedMetric
 from kubetune_trainer.generation import Prompt, answer_text, encode, torch_greedy
 
 if TYPE_CHECKING:

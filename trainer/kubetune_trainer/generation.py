@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubetune_trainer.config import DatasetSpec
+from kubetune_api.v1alpha1 import DatasetSpec
 from kubetune_trainer.data import Format, Row, prompt_answer
 
 if TYPE_CHECKING:

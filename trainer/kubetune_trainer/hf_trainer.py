@@ -20,7 +20,7 @@ class KubetuneTrainer(Trainer):
     def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         # Packed batches carry their real token count (padded row tails excluded); keep it from the model.
         real = inputs.pop(REAL_TOKENS, None)
-        if real is not None and self.model.training:
+        if real is not None and self.model is not None and self.model.training:
             self.state.num_input_tokens_seen += int(real)
         return super()._prepare_inputs(inputs)
 
@@ -29,13 +29,14 @@ class KubetuneTrainer(Trainer):
         # status) and seen by early stopping like eval_loss.
         output = super().evaluation_loop(*args, **kwargs)
         prefix = kwargs.get("metric_key_prefix", "eval")
-        loss = output.metrics.get(f"{prefix}_loss")
+        metrics: dict[str, float] = output.metrics if output.metrics is not None else {}
+        loss = metrics.get(f"{prefix}_loss")
         if loss is not None:
-            output.metrics[f"{prefix}_perplexity"] = perplexity(float(loss))
+            metrics[f"{prefix}_perplexity"] = perplexity(float(loss))
         if self.answer_evaluator is not None:
             # Rank 0 answers and scores; every rank takes its scores, so that early stopping and the
             # best checkpoint are decided alike everywhere (and the generation runs once).
             scores = self.answer_evaluator(self.model) if distributed.is_main() else None
             scores = distributed.from_main(scores)
-            output.metrics.update({f"{prefix}_{name}": value for name, value in scores.items()})
+            metrics.update({f"{prefix}_{name}": value for name, value in scores.items()})
         return output

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-    from kubetune_trainer.config import QuantizationSpec
+    from kubetune_api.v1alpha1 import QuantizationSpec
 
 log = logging.getLogger(__name__)
 

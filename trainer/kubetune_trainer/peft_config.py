@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubetune_trainer.config import EvaluationSpec, LoraSpec, TrainingSpec
+from kubetune_api.v1alpha1 import EvaluationSpec, FineTuneJobSpec, LoraSpec, TrainingSpec
 from kubetune_trainer.errors import config_error
 from kubetune_trainer.models import discover_target_modules, linear_module_names
 
@@ -74,13 +74,12 @@ def checkpoint_arguments(spec: TrainingSpec, evaluation: EvaluationSpec | None) 
     }
 
 
-def to_training_arguments(
-    spec: TrainingSpec, output_dir: Path, has_eval: bool, evaluation: EvaluationSpec | None = None
-) -> TrainingArguments:
+def to_training_arguments(job: FineTuneJobSpec, output_dir: Path, has_eval: bool) -> TrainingArguments:
     import torch
     from transformers import TrainingArguments
 
-    check_precision(spec.precision, torch.cuda.is_available())
+    spec, evaluation, precision = job.training, job.evaluation, job.training_precision
+    check_precision(precision, torch.cuda.is_available())
     evaluate_periodically = has_eval and spec.eval_steps is not None
     # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns).
     checkpointing: dict[str, Any] = {
@@ -94,20 +93,21 @@ def to_training_arguments(
     return TrainingArguments(
         output_dir=str(output_dir),
         max_steps=spec.max_steps or -1,
-        num_train_epochs=spec.epochs or 1.0,
+        # Ignored when maxSteps sets the length.
+        num_train_epochs=spec.length_epochs or 1.0,
         learning_rate=spec.learning_rate,
         lr_scheduler_type=spec.lr_scheduler,
         # transformers reads a warmup below 1 as a fraction of the total steps.
-        warmup_steps=spec.warmup_ratio if spec.warmup_ratio else spec.warmup_steps,
+        warmup_steps=spec.warmup_ratio if spec.warmup_ratio else (spec.warmup_steps or 0),
         per_device_train_batch_size=spec.batch_size,
         per_device_eval_batch_size=spec.batch_size,
         gradient_accumulation_steps=spec.gradient_accumulation_steps,
         **checkpointing,
         # Mixed precision keeps fp32 master weights, so the LoRA optimizer state stays accurate.
-        bf16=spec.precision == "bf16",
+        bf16=precision == "bf16",
         # bf16 autocast on the CPU is only allowed when the CPU is asked for explicitly.
         use_cpu=not torch.cuda.is_available(),
-        fp16=spec.precision == "fp16",
+        fp16=precision == "fp16",
         seed=spec.seed,
         data_seed=spec.seed,
         logging_steps=spec.logging_steps,

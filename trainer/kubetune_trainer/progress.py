@@ -1,7 +1,8 @@
 """Training progress: a transformers callback that reports to pluggable sinks.
 
-The Kubernetes sink merge-patches `status.progress` (and `status.metrics` at the end) of the
-FineTuneJob that started the Job, so `kubectl get finetunejob` shows live progress.
+The Kubernetes sink merge-patches the trainer's part of the status (`status.progress`, with the
+latest evaluation in `progress.metrics`, and `status.lastCheckpoint`) of the FineTuneJob that started
+the Job, so `kubectl get finetunejob` shows live progress.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from typing import Any, Protocol
 
 from transformers import TrainerCallback
 
-from kubetune_trainer.evaluation import status_metrics
+from kubetune_api import GROUP, PLURAL, VERSION, Checkpoint, Progress, TrainerReport
+from kubetune_trainer.evaluation import STATUS_NAMES, status_metrics
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL = "kubetune.dev", "v1alpha1", "finetunejobs"
 JOB_NAME_ENV, JOB_NAMESPACE_ENV, INTERVAL_ENV = (
     "KUBETUNE_JOB_NAME",
     "KUBETUNE_JOB_NAMESPACE",
@@ -107,50 +108,35 @@ class MultiSink:
             sink.checkpoint(checkpoint)
 
 
+# What progress.metrics shows: each evaluation's metrics, under their status names.
+LIVE_METRICS = frozenset(STATUS_NAMES.values())
+
+
 def status_patch(
     progress: dict[str, Any] | None,
     metrics: dict[str, Any] | None = None,
     checkpoint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The merge-patch body for the FineTuneJob status subresource."""
-    status: dict[str, Any] = {}
-    if checkpoint is not None:
-        status["lastCheckpoint"] = checkpoint
-    if progress is not None:
-        status["progress"] = status_progress(progress)
+    """The merge-patch body for the FineTuneJob status subresource: only the trainer's own fields
+    (the API's TrainerReport), built from a snapshot whose keys are the API's Progress field names.
+    Evaluation metrics go to progress.metrics; status.metrics is the operator's."""
+    live: dict[str, Any] = dict(progress or {})
     if metrics is not None:
-        # status.metrics is a map of numbers: the API server rejects the whole patch otherwise.
-        status["metrics"] = {
-            k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-    return {"status": status}
+        live["metrics"] = {k: v for k, v in numeric(metrics).items() if k in LIVE_METRICS}
+    report = TrainerReport(
+        progress=Progress.model_validate(live) if live else None,
+        last_checkpoint=Checkpoint.model_validate(checkpoint) if checkpoint is not None else None,
+    )
+    return report.status_patch()
 
 
-# Snapshot key -> status.progress field of the FineTuneJob API (Kubeflow trainerStatus names);
-# anything else would be pruned by the API server.
-STATUS_PROGRESS_FIELDS = {
-    "step": "step",
-    "totalSteps": "totalSteps",
-    "percent": "progressPercentage",
-    "etaSeconds": "estimatedRemainingSeconds",
-    "epoch": "epoch",
-    "loss": "loss",
-    "evalLoss": "evalLoss",
-    "learningRate": "learningRate",
-    "tokensPerSecond": "tokensPerSecond",
-    "updatedAt": "updateTime",
-}
-INTEGER_FIELDS = {"progressPercentage", "estimatedRemainingSeconds"}
-
-
-def status_progress(progress: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, field in STATUS_PROGRESS_FIELDS.items():
-        value = progress.get(key)
-        if value is None:
-            continue
-        out[field] = int(value) if field in INTEGER_FIELDS else value
-    return out
+def numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    """Finite numbers only: the status schema is a map of numbers."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 def _load_kube_api() -> Any:
@@ -292,12 +278,12 @@ class ProgressCallback(TrainerCallback):
             "phase": phase,
             "step": step,
             "totalSteps": total,
-            "percent": min(round(100.0 * step / total, 1), 100.0) if total else 0.0,
-            "etaSeconds": round(eta, 1) if eta is not None else None,
+            "progressPercentage": min(int(100 * step / total), 100) if total else 0,
+            "estimatedRemainingSeconds": round(eta) if eta is not None else None,
             "epoch": round(float(state.epoch), 4) if state.epoch is not None else 0.0,
             "tokensPerSecond": round(tokens / elapsed, 1) if elapsed > 0 and tokens else None,
             "elapsedSeconds": round(elapsed, 1),
-            "updatedAt": utc_now(),
+            "updateTime": utc_now(),
         }
         return self.last
 

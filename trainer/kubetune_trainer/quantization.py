@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from kubetune_trainer.config import DType, QuantizationSpec
+from kubetune_api.v1alpha1 import QuantizationSpec
 from kubetune_trainer.errors import config_error, model_error
 
 if TYPE_CHECKING:
@@ -21,10 +21,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TORCH_DTYPES: dict[DType, str] = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+TORCH_DTYPES: dict[str, str] = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
-def torch_dtype(name: DType) -> torch.dtype:
+def torch_dtype(name: str) -> torch.dtype:
     import torch
 
     dtype: torch.dtype = getattr(torch, TORCH_DTYPES[name])

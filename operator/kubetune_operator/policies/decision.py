@@ -1,0 +1,55 @@
+"""What one pass decides: the phase, the conditions of both stages, the results, and the next action."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import NamedTuple
+
+from kubetune_api import Artifact, ConditionStatus, Phase
+
+
+class Action(StrEnum):
+    NONE = "none"
+    CREATE_TRAINER = "createTrainer"
+    CREATE_EXPORTER = "createExporter"
+    DELETE_STALE = "deleteStale"  # children of an older spec revision
+    DELETE_FINETUNEJOB = "deleteFineTuneJob"  # ttlSecondsAfterFinished passed
+
+
+class StageCondition(NamedTuple):
+    """Status, reason and message of the Trained or Exported condition."""
+
+    status: ConditionStatus
+    reason: str
+    message: str
+
+
+NOT_STARTED = StageCondition(ConditionStatus.UNKNOWN, "Pending", "not started")
+
+
+@dataclass(frozen=True)
+class Decision:
+    phase: Phase
+    reason: str
+    message: str
+    action: Action = Action.NONE
+    trained: StageCondition = NOT_STARTED
+    exported: StageCondition = NOT_STARTED
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: list[Artifact] = field(default_factory=list)
+    # The trainer Job's startTime; the status keeps the first one of a run.
+    start_time: datetime | None = None
+    # Of a finished run: the finishing Job's completionTime (a failed Job has none), then the TTL
+    # policy's final value.
+    completion_time: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in (Phase.SUCCEEDED, Phase.FAILED)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """A Kubernetes timestamp (RFC 3339, `Z` for UTC) as a datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
