@@ -14,7 +14,6 @@ from typing import Any
 from kubetune_api import FineTuneJob
 from kubetune_operator.builders import names
 
-
 # Set by the Job controller on each of its pods.
 JOB_NAME_LABEL = "job-name"
 

@@ -12,6 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from kubetune_api import GROUP, PLURAL, VERSION
 from kubetune_operator.services.children import Children
 from kubetune_operator.services.reconcile import Reconciler
+from kubetune_operator.services.status_writer import StatusWriter
 from kubetune_operator.settings import OperatorSettings
 
 
@@ -20,6 +21,7 @@ class Runtime:
     settings: OperatorSettings
     api: client.ApiClient
     reconciler: Reconciler
+    status_writer: StatusWriter
 
     def get_finetunejob(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -41,4 +43,5 @@ def runtime() -> Runtime:
     except config.ConfigException:
         api = config.new_client_from_config()  # a developer running the operator outside the cluster
     settings = OperatorSettings.from_env()
-    return Runtime(settings, api, Reconciler(api, Children(api, settings)))
+    status_writer = StatusWriter(api)
+    return Runtime(settings, api, Reconciler(Children(api, settings), status_writer), status_writer)

@@ -130,11 +130,12 @@ def _s3_errors(action: str, uri: str) -> Iterator[None]:
         raise storage_error(f"cannot {action} {uri}: {code}: {hint}") from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:
         raise storage_error(
-            f"cannot {action} {uri}: no S3 credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            f"cannot {action} {uri}: no S3 credentials; set spec.output.credentialsSecretRef to a Secret "
+            "holding AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         ) from exc
     except EndpointConnectionError as exc:
         raise storage_error(
-            f"cannot {action} {uri}: S3 endpoint unreachable ({exc}); check AWS_ENDPOINT_URL"
+            f"cannot {action} {uri}: S3 endpoint unreachable ({exc}); check spec.output.endpoint"
         ) from exc
     except BotoCoreError as exc:
         raise storage_error(f"cannot {action} {uri}: {exc}") from exc

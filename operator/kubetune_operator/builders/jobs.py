@@ -1,25 +1,24 @@
-"""The trainer and export Jobs, and the ConfigMap holding the trainer's config document."""
+"""The trainer and export Jobs, and the ConfigMap holding the run's input (kubetune_api.TrainerInput)."""
 
 from __future__ import annotations
-
-import json
 
 from kubernetes import client
 
 from kubetune_api import FineTuneJob
+from kubetune_api.exit_codes import PERMANENT, ExitCode
 from kubetune_operator.builders import names
-from kubetune_operator.builders.trainer_config import trainer_config
+from kubetune_operator.builders.trainer_input import document
 from kubetune_operator.settings import OperatorSettings
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # GPU node pools are commonly tainted so that only GPU workloads land there.
 GPU_TOLERATION = client.V1Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
-# The trainer's exit codes for errors a retry cannot fix (see trainer/kubetune_trainer/errors.py):
-# invalid config, data, storage/credentials, model, export.
-PERMANENT_EXIT_CODES = [2, 3, 4, 5, 6]
+# The trainer's exit codes for errors a retry cannot fix: invalid config, data, storage/credentials,
+# model, export. Plain ints, as the API server (and YAML) want them.
+PERMANENT_EXIT_CODES = sorted(int(code) for code in PERMANENT)
 # Stopped on SIGTERM (its own, or a peer pod's) after saving a checkpoint: the replacement resumes, and
 # the stop is not the job's fault, so it does not count against backoffLimit.
-PREEMPTED_EXIT_CODE = 7
+PREEMPTED_EXIT_CODE = int(ExitCode.PREEMPTED)
 WORKSPACE = "/workspace"
 # Time between SIGTERM and SIGKILL: enough to finish the current step and upload its checkpoint.
 TRAINER_GRACE_SECONDS = 300
@@ -28,12 +27,12 @@ RENDEZVOUS_PORT = 29500
 
 
 def config_map(ftj: FineTuneJob) -> client.V1ConfigMap:
-    document = trainer_config(ftj).model_dump(mode="json", by_alias=True, exclude_none=True)
+    """The run's input document, which both Jobs read from `--config` (names.CONFIG_PATH)."""
     return client.V1ConfigMap(
         api_version="v1",
         kind="ConfigMap",
         metadata=names.child_metadata(ftj, names.config_map_name(ftj)),
-        data={names.CONFIG_KEY: json.dumps(document, indent=2, sort_keys=True) + "\n"},
+        data={names.CONFIG_KEY: document(ftj)},
     )
 
 

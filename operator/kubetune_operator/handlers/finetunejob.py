@@ -8,7 +8,6 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from kubetune_operator import metrics
 from kubetune_api import (
     GROUP,
     PLURAL,
@@ -19,9 +18,9 @@ from kubetune_api import (
     describe_errors,
     plain_data,
 )
+from kubetune_operator import metrics
 from kubetune_operator.builders import names
-from kubetune_operator.builders.trainer_config import trainer_config
-from kubetune_operator.observation import Observed, child_job
+from kubetune_operator.observation import Observed, observe
 from kubetune_operator.runtime import runtime
 from kubetune_operator.settings import OperatorSettings
 from kubetune_operator.status import invalid_spec_status
@@ -34,16 +33,12 @@ class InvalidSpec(Exception):
 
 
 def parse(body: kopf.Body) -> FineTuneJob:
-    """The object as our model, or InvalidSpec naming every problem."""
+    """The object as our model, or InvalidSpec naming every problem. The models carry the CRD's CEL
+    rules as Python twins, so this rejects what an API server with an older CRD may have admitted."""
     try:
-        ftj = FineTuneJob.from_k8s(body)
+        return FineTuneJob.from_k8s(body)
     except ValidationError as e:
         raise InvalidSpec(describe_errors(e)) from e
-    try:
-        trainer_config(ftj)  # what the CRD admits but this trainer cannot run
-    except Exception as e:
-        raise InvalidSpec(str(e)) from e
-    return ftj
 
 
 # ---- children, observed through indexes (no API calls per pass) ------------------------------------
@@ -57,17 +52,9 @@ def child_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_:
     return {(namespace, labels.get(names.FINETUNEJOB_LABEL)): plain_data(body)}
 
 
-def observe(namespace: str, name: str, jobs: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> Observed:
-    by_job: dict[str, list[dict[str, Any]]] = {}
-    for pod in pods.get((namespace, name), []):
-        job_name = (pod["metadata"].get("labels") or {}).get("job-name", "")
-        by_job.setdefault(job_name, []).append(pod)
-    found = {j["metadata"]["name"]: j for j in jobs.get((namespace, name), [])}
-    trainer, exporter = f"{name}-train", f"{name}-export"
-    return Observed(
-        trainer=child_job(found[trainer], by_job.get(trainer, [])) if trainer in found else None,
-        exporter=child_job(found[exporter], by_job.get(exporter, [])) if exporter in found else None,
-    )
+def observed(ftj: FineTuneJob, jobs: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> Observed:
+    key = (ftj.metadata.namespace, ftj.metadata.name)
+    return observe(ftj, list(jobs.get(key, [])), list(pods.get(key, [])))
 
 
 # ---- the FineTuneJob ------------------------------------------------------------------------------
@@ -75,7 +62,7 @@ def observe(namespace: str, name: str, jobs: kopf.Index[Any, Any], pods: kopf.In
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 def validate(body: kopf.Body, **_: Any) -> None:
-    """A spec the CRD admitted but we cannot run fails at once, visibly, and is not retried."""
+    """A spec the models reject (one an older CRD admitted) fails at once, visibly, and is not retried."""
     try:
         parse(body)
     except InvalidSpec as e:
@@ -86,7 +73,7 @@ def validate(body: kopf.Body, **_: Any) -> None:
         except ValidationError:
             current = FineTuneJobStatus()
         new = invalid_spec_status(current, meta.generation, message, dt.datetime.now(dt.UTC))
-        runtime().reconciler.write_status(meta, current, new)
+        runtime().status_writer.write(meta, current, new, clear_trainer_fields=False)
         metrics.INVALID_SPECS.inc()
         kopf.warn(body, reason="InvalidSpec", message=message)
         raise kopf.PermanentError(message) from e
@@ -106,7 +93,7 @@ def reconcile(
         ftj = parse(body)
     except InvalidSpec:
         return  # validate() reported it; a new spec triggers it again
-    result = runtime().reconciler.reconcile(ftj, observe(str(namespace), name, child_jobs, child_pods))
+    result = runtime().reconciler.reconcile(ftj, observed(ftj, child_jobs, child_pods))
     metrics.RECONCILES.labels(phase=result.decision.phase.value).inc()
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
@@ -133,6 +120,6 @@ def child_job_changed(
         ftj = parse(body)
     except InvalidSpec:
         return
-    result = runtime().reconciler.reconcile(ftj, observe(namespace, name, child_jobs, child_pods))
+    result = runtime().reconciler.reconcile(ftj, observed(ftj, child_jobs, child_pods))
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)

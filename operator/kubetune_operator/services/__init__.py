@@ -1,1 +1,1 @@
-"""Kubernetes I/O for the operator; decisions live in status.py, objects in builders/."""
+"""Kubernetes I/O for the operator; decisions live in policies/, objects in builders/."""

@@ -1,135 +1,21 @@
-"""Dataset handling: files → rows → a data format → tokenized examples with labels, and the eval split.
-
-File types by extension: .jsonl, .json (a top-level list of objects), .csv (a header row) and
-.parquet; .jsonl, .json and .csv may be gzipped (.gz). Formats: text (textTemplate), chat
-(`messages`, rendered with the tokenizer's chat template, loss on assistant turns) and
-promptCompletion (`prompt` + `completion`, loss on the completion).
-"""
+"""Rows to training examples in one of three formats: text (textTemplate), chat (`messages`, rendered
+with the tokenizer's chat template, loss on the assistant turns) and promptCompletion (`prompt` +
+`completion`, loss on the completion); and held-out rows as prompts with their answers."""
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
-import json
 import logging
-import random
 import string
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 from kubetune_api.v1alpha1 import DatasetSpec, template_fields
+from kubetune_trainer.data.types import IGNORE, Example, Format, Row
 from kubetune_trainer.errors import TrainerError, data_error
 
-log = logging.getLogger("kubetune_trainer.data")
-
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedTokenizerBase
 
-Row = dict[str, Any]
-Format = Literal["text", "chat", "promptCompletion"]
-Example = dict[str, list[int]]
-
-FILE_TYPES = (".jsonl", ".json", ".csv", ".parquet")
-# Label of tokens the loss ignores (the prompt part, padding).
-IGNORE = -100
-
-
-def file_type(path: Path) -> tuple[str, bool]:
-    """(extension, gzipped) of a dataset file; an unknown type is a data error naming the file."""
-    name = Path(path).name.lower()
-    gzipped = name.endswith(".gz")
-    stem = name.removesuffix(".gz")
-    for ext in FILE_TYPES:
-        if stem.endswith(ext) and not (gzipped and ext == ".parquet"):
-            return ext, gzipped
-    raise data_error(
-        f"dataset {Path(path).name}: unknown file type; use .jsonl, .json, .csv or .parquet "
-        "(.jsonl, .json and .csv may be .gz)"
-    )
-
-
-def read_rows(path: Path) -> list[Row]:
-    """The rows of a dataset file, by its extension; row N (1-based) is the N-th record."""
-    path = Path(path)
-    ext, gzipped = file_type(path)
-    if ext == ".parquet":
-        rows = _read_parquet(path)
-    else:
-        try:
-            raw = path.read_bytes()
-            text = (gzip.decompress(raw) if gzipped else raw).decode("utf-8")
-        except (OSError, EOFError, UnicodeDecodeError) as exc:
-            raise data_error(f"cannot read dataset {path.name}: {exc}") from exc
-        reader = {".jsonl": _parse_jsonl, ".json": _parse_json, ".csv": _parse_csv}[ext]
-        rows = reader(text, path.name)
-    if not rows:
-        raise data_error(f"dataset {path.name} has no rows")
-    return rows
-
-
-def read_jsonl(path: Path) -> list[Row]:
-    """The JSON objects of a JSONL file; blank lines are skipped, so row N is the N-th object."""
-    return read_rows(path)
-
-
-def _parse_jsonl(text: str, name: str) -> list[Row]:
-    rows: list[Row] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise data_error(f"{name} line {number}: invalid JSON: {exc.msg}") from exc
-        if not isinstance(row, dict):
-            raise data_error(f"{name} line {number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
-
-
-def _parse_json(text: str, name: str) -> list[Row]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise data_error(f"{name}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
-    if not isinstance(data, list):
-        raise data_error(
-            f"{name}: a .json dataset must be a top-level list of objects, got {type(data).__name__}"
-        )
-    for number, row in enumerate(data, start=1):
-        if not isinstance(row, dict):
-            raise data_error(f"{name} row {number}: expected a JSON object, got {type(row).__name__}")
-    return data
-
-
-def _parse_csv(text: str, name: str) -> list[Row]:
-    reader = csv.DictReader(io.StringIO(text, newline=""), restkey="\0extra")
-    rows: list[Row] = []
-    try:
-        if reader.fieldnames is not None and any(not f for f in reader.fieldnames):
-            raise data_error(f"{name}: the CSV header row has an empty column name")
-        for number, row in enumerate(reader, start=1):
-            if "\0extra" in row:
-                raise data_error(f"{name} row {number}: more values than header columns")
-            rows.append(row)
-    except csv.Error as exc:
-        raise data_error(f"{name} line {reader.line_num}: bad CSV: {exc}") from exc
-    return rows
-
-
-def _read_parquet(path: Path) -> list[Row]:
-    import pyarrow.parquet as pq
-
-    try:
-        return list(pq.read_table(path).to_pylist())
-    except Exception as exc:  # pyarrow raises several types (ArrowInvalid, OSError, ...)
-        raise data_error(f"cannot read dataset {path.name} as Parquet: {exc}") from exc
-
-
-# --- formats -------------------------------------------------------------------------------------
+log = logging.getLogger("kubetune_trainer.data")
 
 
 def row_format(row: Row) -> Format:
@@ -279,40 +165,6 @@ def prompt_answer(
     return split_prompt(spec.template, spec.answer_field, row, row_number)
 
 
-@dataclass(frozen=True)
-class Splits:
-    train: list[Row]
-    eval: list[Row]
-
-
-def split_rows(spec: DatasetSpec, train_rows: list[Row], eval_rows: list[Row] | None) -> Splits:
-    """Shuffle with the dataset seed, hold out evalRatio when no eval file is given, cap maxSamples."""
-    rng = random.Random(spec.seed)
-    train = list(train_rows)
-    rng.shuffle(train)
-    if eval_rows is None:
-        # Without evalRatio (and without an eval file) no row is held out, as the API documents.
-        ratio = spec.eval_ratio or 0.0
-        n_eval = round(len(train) * ratio)
-        if ratio > 0 and n_eval == 0 and len(train) > 1:
-            n_eval = 1
-        eval_rows, train = train[:n_eval], train[n_eval:]
-    if spec.max_samples is not None:
-        train = train[: spec.max_samples]
-    if not train:
-        raise data_error("no training rows left after the eval split")
-    return Splits(train=train, eval=list(eval_rows))
-
-
-def sample_rows(rows: list[Row], n: int, seed: int) -> list[Row]:
-    """At most n rows drawn with the dataset seed, in their file order; all of them when fewer. The
-    first n rows of a file are often no fair sample (files are sorted by label more often than not)."""
-    if len(rows) <= n:
-        return list(rows)
-    picked = sorted(random.Random(seed).sample(range(len(rows)), n))
-    return [rows[i] for i in picked]
-
-
 def render_all(template: str, rows: list[Row]) -> list[str]:
     return [render(template, row, i) for i, row in enumerate(rows, start=1)]
 
@@ -415,112 +267,3 @@ def _chat_example(
         for token, (start, end) in zip(ids, encoded["offset_mapping"], strict=True)
     ]
     return {"input_ids": ids, "labels": labels}
-
-
-class CausalLMCollator:
-    """Pads a batch to its longest example. Labels are the examples' own (prompt tokens at -100) or,
-    without them, every real token; padding is always masked."""
-
-    def __init__(self, pad_token_id: int) -> None:
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
-        import torch
-
-        longest = max(len(e["input_ids"]) for e in examples)
-        input_ids = torch.full((len(examples), longest), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(examples), longest), dtype=torch.long)
-        labels = torch.full((len(examples), longest), IGNORE, dtype=torch.long)
-        for i, example in enumerate(examples):
-            ids = torch.tensor(example["input_ids"], dtype=torch.long)
-            input_ids[i, : len(ids)] = ids
-            attention_mask[i, : len(ids)] = 1
-            # Labels never come from the pad id: SmolLM2 pads with its EOS token, which must still be
-            # learned at the end of each example.
-            labels[i, : len(ids)] = torch.tensor(
-                example.get("labels", example["input_ids"]), dtype=torch.long
-            )
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
-# The key a packed batch carries its real (non-padding) token count under; the trainer pops it before
-# the model sees the batch (train.PackedTrainer).
-REAL_TOKENS = "num_real_tokens"
-
-
-class PackingCollator:
-    """Padding-free batching: a batch's examples are concatenated into rows of at most `max_length`
-    tokens (first-fit by decreasing length), with no attention across examples.
-
-    Follows transformers' DataCollatorWithFlattening conventions, per row: `position_ids` restart at 0
-    for every example and there is no `attention_mask`, so transformers' masking utilities build a
-    block-diagonal causal mask from the position resets (sdpa, eager and flash attention all honour
-    it); each example's first label is -100, so no token is trained to predict the next example. Only
-    the rows' tails are padded, to the longest row: pad ids continuing the last example's positions
-    (they come after it, so a causal mask keeps them from changing it), labels -100.
-    """
-
-    def __init__(self, pad_token_id: int, max_length: int) -> None:
-        self.pad_token_id = pad_token_id
-        self.max_length = max_length
-
-    def rows(self, examples: list[Example]) -> list[list[Example]]:
-        """The examples grouped into as few rows of at most max_length tokens as first-fit finds, then
-        balanced (each example, longest first, joins the shortest row it fits in): rows are padded to
-        the longest, so balanced rows waste the least."""
-        ordered = sorted(examples, key=lambda e: len(e["input_ids"]), reverse=True)
-        first_fit = self._fill(ordered, None)
-        balanced = self._fill(ordered, len(first_fit))
-        return balanced if balanced is not None else first_fit
-
-    def _fill(self, ordered: list[Example], n_rows: int | None) -> Any:
-        # n_rows None: first fit, opening rows as needed. Else: shortest row first, None if one overflows.
-        rows: list[list[Example]] = [[] for _ in range(n_rows or 0)]
-        lengths = [0] * len(rows)
-        for example in ordered:
-            n = len(example["input_ids"])
-            if n_rows is None:
-                fits = [i for i, used in enumerate(lengths) if used + n <= self.max_length]
-                i = fits[0] if fits else len(rows)
-                if not fits:
-                    rows.append([])
-                    lengths.append(0)
-            else:
-                i = min(range(n_rows), key=lambda j: lengths[j])
-                if lengths[i] + n > self.max_length:
-                    return None
-            rows[i].append(example)
-            lengths[i] += n
-        return rows
-
-    def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
-        import torch
-
-        flat_rows = []
-        for row in self.rows([e for e in examples if e["input_ids"]]):
-            ids: list[int] = []
-            labels: list[int] = []
-            positions: list[int] = []
-            for example in row:
-                own = list(example.get("labels", example["input_ids"]))
-                ids += example["input_ids"]
-                labels += [IGNORE, *own[1:]]
-                positions += range(len(example["input_ids"]))
-            flat_rows.append((ids, labels, positions))
-        longest = max(len(ids) for ids, _, _ in flat_rows)
-        input_ids = torch.full((len(flat_rows), longest), self.pad_token_id, dtype=torch.long)
-        labels_t = torch.full((len(flat_rows), longest), IGNORE, dtype=torch.long)
-        position_ids = torch.zeros((len(flat_rows), longest), dtype=torch.long)
-        for i, (ids, labels, positions) in enumerate(flat_rows):
-            n = len(ids)
-            input_ids[i, :n] = torch.tensor(ids, dtype=torch.long)
-            labels_t[i, :n] = torch.tensor(labels, dtype=torch.long)
-            position_ids[i, :n] = torch.tensor(positions, dtype=torch.long)
-            position_ids[i, n:] = torch.arange(positions[-1] + 1, positions[-1] + 1 + longest - n)
-        real = sum(len(ids) for ids, _, _ in flat_rows)
-        return {
-            "input_ids": input_ids,
-            "labels": labels_t,
-            "position_ids": position_ids,
-            REAL_TOKENS: torch.tensor(real, dtype=torch.long),
-        }

@@ -1,0 +1,122 @@
+"""Examples to batches: padded (CausalLMCollator) or packed without padding (PackingCollator)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from kubetune_trainer.data.types import IGNORE, Example
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("kubetune_trainer.data")
+
+
+class CausalLMCollator:
+    """Pads a batch to its longest example. Labels are the examples' own (prompt tokens at -100) or,
+    without them, every real token; padding is always masked."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        import torch
+
+        longest = max(len(e["input_ids"]) for e in examples)
+        input_ids = torch.full((len(examples), longest), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(examples), longest), dtype=torch.long)
+        labels = torch.full((len(examples), longest), IGNORE, dtype=torch.long)
+        for i, example in enumerate(examples):
+            ids = torch.tensor(example["input_ids"], dtype=torch.long)
+            input_ids[i, : len(ids)] = ids
+            attention_mask[i, : len(ids)] = 1
+            # Labels never come from the pad id: SmolLM2 pads with its EOS token, which must still be
+            # learned at the end of each example.
+            labels[i, : len(ids)] = torch.tensor(
+                example.get("labels", example["input_ids"]), dtype=torch.long
+            )
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+# The key a packed batch carries its real (non-padding) token count under; the trainer pops it before
+# the model sees the batch (train.PackedTrainer).
+REAL_TOKENS = "num_real_tokens"
+
+
+class PackingCollator:
+    """Padding-free batching: a batch's examples are concatenated into rows of at most `max_length`
+    tokens (first-fit by decreasing length), with no attention across examples.
+
+    Follows transformers' DataCollatorWithFlattening conventions, per row: `position_ids` restart at 0
+    for every example and there is no `attention_mask`, so transformers' masking utilities build a
+    block-diagonal causal mask from the position resets (sdpa, eager and flash attention all honour
+    it); each example's first label is -100, so no token is trained to predict the next example. Only
+    the rows' tails are padded, to the longest row: pad ids continuing the last example's positions
+    (they come after it, so a causal mask keeps them from changing it), labels -100.
+    """
+
+    def __init__(self, pad_token_id: int, max_length: int) -> None:
+        self.pad_token_id = pad_token_id
+        self.max_length = max_length
+
+    def rows(self, examples: list[Example]) -> list[list[Example]]:
+        """The examples grouped into as few rows of at most max_length tokens as first-fit finds, then
+        balanced (each example, longest first, joins the shortest row it fits in): rows are padded to
+        the longest, so balanced rows waste the least."""
+        ordered = sorted(examples, key=lambda e: len(e["input_ids"]), reverse=True)
+        first_fit = self._fill(ordered, None)
+        balanced = self._fill(ordered, len(first_fit))
+        return balanced if balanced is not None else first_fit
+
+    def _fill(self, ordered: list[Example], n_rows: int | None) -> Any:
+        # n_rows None: first fit, opening rows as needed. Else: shortest row first, None if one overflows.
+        rows: list[list[Example]] = [[] for _ in range(n_rows or 0)]
+        lengths = [0] * len(rows)
+        for example in ordered:
+            n = len(example["input_ids"])
+            if n_rows is None:
+                fits = [i for i, used in enumerate(lengths) if used + n <= self.max_length]
+                i = fits[0] if fits else len(rows)
+                if not fits:
+                    rows.append([])
+                    lengths.append(0)
+            else:
+                i = min(range(n_rows), key=lambda j: lengths[j])
+                if lengths[i] + n > self.max_length:
+                    return None
+            rows[i].append(example)
+            lengths[i] += n
+        return rows
+
+    def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        import torch
+
+        flat_rows = []
+        for row in self.rows([e for e in examples if e["input_ids"]]):
+            ids: list[int] = []
+            labels: list[int] = []
+            positions: list[int] = []
+            for example in row:
+                own = list(example.get("labels", example["input_ids"]))
+                ids += example["input_ids"]
+                labels += [IGNORE, *own[1:]]
+                positions += range(len(example["input_ids"]))
+            flat_rows.append((ids, labels, positions))
+        longest = max(len(ids) for ids, _, _ in flat_rows)
+        input_ids = torch.full((len(flat_rows), longest), self.pad_token_id, dtype=torch.long)
+        labels_t = torch.full((len(flat_rows), longest), IGNORE, dtype=torch.long)
+        position_ids = torch.zeros((len(flat_rows), longest), dtype=torch.long)
+        for i, (ids, labels, positions) in enumerate(flat_rows):
+            n = len(ids)
+            input_ids[i, :n] = torch.tensor(ids, dtype=torch.long)
+            labels_t[i, :n] = torch.tensor(labels, dtype=torch.long)
+            position_ids[i, :n] = torch.tensor(positions, dtype=torch.long)
+            position_ids[i, n:] = torch.arange(positions[-1] + 1, positions[-1] + 1 + longest - n)
+        real = sum(len(ids) for ids, _, _ in flat_rows)
+        return {
+            "input_ids": input_ids,
+            "labels": labels_t,
+            "position_ids": position_ids,
+            REAL_TOKENS: torch.tensor(real, dtype=torch.long),
+        }
