@@ -8,10 +8,10 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 
 from kubetune_api.layout import RunLayout
-from kubetune_api.v1alpha1 import Checkpoint, FineTuneJobSpec, _Model, describe_errors
+from kubetune_api.v1alpha1 import ApiModel, Checkpoint, FineTuneJobSpec, describe_errors
 
 
-class RunContext(_Model):
+class RunContext(ApiModel):
     """Which run this is and where it writes."""
 
     name: str = Field(min_length=1, description="The FineTuneJob's name.")
@@ -32,7 +32,7 @@ class RunContext(_Model):
         return RunLayout(self.output_root)
 
 
-class TrainerInput(_Model):
+class TrainerInput(ApiModel):
     """The one document both Jobs read. Rank information comes from the launcher's environment
     (torchrun), since every pod of a run reads the same document."""
 

@@ -177,8 +177,8 @@ def test_spec_hash_changes_only_with_what_shapes_the_result(path: str, value: An
 
 
 def _api_models() -> list[type[BaseModel]]:
-    out = [m for m in vars(v1alpha1).values() if isinstance(m, type) and issubclass(m, v1alpha1._Model)]
-    return [m for m in out if m not in (v1alpha1._Model, v1alpha1._LenientModel, v1alpha1.ObjectMeta)]
+    out = [m for m in vars(v1alpha1).values() if isinstance(m, type) and issubclass(m, v1alpha1.ApiModel)]
+    return [m for m in out if m not in (v1alpha1.ApiModel, v1alpha1.LenientModel, v1alpha1.ObjectMeta)]
 
 
 # The object's own fields (apiVersion, kind, metadata, ...) are described by the CRD generator.

@@ -18,13 +18,12 @@ import pytest
 import yaml
 from operator_cases import NAMESPACE, UID, Edit, delete, serialize, set_, tiny
 
-from kubetune_api import FineTuneJob
+from kubetune_api import FineTuneJob, RunContext, TrainerInput, parse_trainer_input
+from kubetune_api.exit_codes import ExitCode
 from kubetune_operator.builders import jobs, names, rbac
-from kubetune_operator.builders.trainer_config import UnsupportedSpec, trainer_config
+from kubetune_operator.builders.trainer_input import trainer_input
 from kubetune_operator.observation import child_job, container_outcome
 from kubetune_operator.settings import OperatorSettings
-from kubetune_trainer.config import parse_config
-from kubetune_trainer.errors import ExitCode
 
 EXPECTED = Path(__file__).parent / "expected"
 UPDATE = os.environ.get("KUBETUNE_UPDATE_EXPECTED") == "1"
@@ -384,9 +383,12 @@ def test_no_literal_credentials_anywhere(kind: str) -> None:
                 walk(item)
 
     walk(obj)
-    if kind == "configmap":  # the config document is readable by anyone who can read ConfigMaps
-        text = obj["data"][names.CONFIG_KEY]
-        assert "team-s3" not in text and "credential" not in text.lower()
+    if kind == "configmap":
+        # The document is readable by anyone who can read ConfigMaps: it names the Secret (as the spec
+        # does) and holds nothing of its contents.
+        document = json.loads(obj["data"][names.CONFIG_KEY])
+        walk(document)
+        assert document["spec"]["output"]["credentialsSecretRef"] == ref
 
 
 @pytest.mark.parametrize("kind", JOB_BUILDERS)
@@ -435,7 +437,10 @@ def test_operator_trainer_env_is_appended_in_order(kind: str) -> None:
 def test_permanent_exit_codes_are_the_trainers_known_errors() -> None:
     retriable = {ExitCode.UNEXPECTED.value, ExitCode.PREEMPTED.value}
     assert set(jobs.PERMANENT_EXIT_CODES) == {c.value for c in ExitCode} - retriable
+    assert set(jobs.PERMANENT_EXIT_CODES) == {c.value for c in ExitCode if c.permanent}
     assert jobs.PREEMPTED_EXIT_CODE == ExitCode.PREEMPTED
+    # Plain ints: what the API server and the expected YAML hold.
+    assert {type(c) for c in [*jobs.PERMANENT_EXIT_CODES, jobs.PREEMPTED_EXIT_CODE]} == {int}
 
 
 @pytest.mark.parametrize("kind", JOB_BUILDERS)
@@ -574,236 +579,117 @@ def test_each_job_runs_its_own_entrypoint(kind: str, module: str) -> None:
     assert container(build(kind))["command"] == ["python", "-m", module, "--config", names.CONFIG_PATH]
 
 
-# --- the trainer config document ----------------------------------------------------------------------
+# --- the trainer input document ------------------------------------------------------------------------
 
 
-def test_configmap_holds_a_config_the_trainer_accepts() -> None:
+def config_document(ftj: FineTuneJob) -> str:
+    data: dict[str, str] = serialize(jobs.config_map(ftj))["data"]
+    assert set(data) == {names.CONFIG_KEY}
+    return data[names.CONFIG_KEY]
+
+
+def test_configmap_holds_the_trainer_input() -> None:
     ftj = tiny()
-    cm = serialize(jobs.config_map(ftj))
-    assert set(cm["data"]) == {names.CONFIG_KEY}
-    cfg = parse_config(cm["data"][names.CONFIG_KEY])
-    assert cfg.run_id == ftj.spec_hash()
-    assert (cfg.name, cfg.namespace) == ("tiny", NAMESPACE)
-    assert cfg == trainer_config(ftj)
-    # Each spec revision gets its own prefix under spec.output.uri, named by the run id.
-    assert cfg.output.uri == f"s3://kubetune-dev/runs/tiny/{ftj.spec_hash()}"
-    assert json.loads(cm["data"][names.CONFIG_KEY])["runId"] == ftj.spec_hash()
+    read_back = TrainerInput.model_validate_json(config_document(ftj))
+    assert read_back == trainer_input(ftj)
+    assert read_back.spec == ftj.spec  # the spec as it is: the trainer reads the API model
+    assert read_back.run == RunContext(
+        name="tiny",
+        namespace=NAMESPACE,
+        run_id=ftj.spec_hash(),
+        # Each spec revision gets its own prefix under spec.output.uri, named by the run id.
+        output_root=f"s3://kubetune-dev/runs/tiny/{ftj.spec_hash()}",
+    )
+    assert read_back.spec.spec_hash() == ftj.spec_hash()
+    # Unset fields are left out rather than written as null.
+    assert "null" not in config_document(ftj)
 
 
-@dataclass(frozen=True)
-class Conversion:
-    id: str
-    edits: tuple[Edit, ...]
-    path: str  # attribute path in TrainerConfig
-    expected: Any
+SPEC_VARIANTS = {
+    "qlora": (set_("spec.method", "qlora"),),
+    "qlora-4bit-options": (
+        set_("spec.method", "qlora"),
+        set_("spec.quantization", {"quantType": "fp4", "doubleQuant": False, "computeDtype": "fp32"}),
+    ),
+    "qlora-8bit": (set_("spec.method", "qlora"), set_("spec.quantization", {"bits": 8})),
+    "full": (set_("spec.method", "full"), delete("spec.lora")),
+    "dora": (set_("spec.lora.useDora", True),),
+    "target-modules": (set_("spec.lora.targetModules", ["q_proj", "v_proj"]),),
+    "no-template": (delete("spec.dataset.textTemplate"),),
+    "format-text": (set_("spec.dataset.format", "text"), delete("spec.dataset.textTemplate")),
+    "chat": (set_("spec.dataset.format", "chat"), delete("spec.dataset.textTemplate")),
+    "eval-uri": (
+        delete("spec.dataset.evalRatio"),
+        set_("spec.dataset.evalUri", "s3://kubetune-dev/d/eval.jsonl"),
+    ),
+    "epochs-warmup": (
+        delete("spec.training.maxSteps"),
+        set_("spec.training.epochs", 2),
+        set_("spec.training.warmupRatio", 0.1),
+    ),
+    "precision-auto-gpu": (
+        set_("spec.training.precision", "auto"),
+        set_("spec.resources.gpusPerNode", 1),
+    ),
+    "packing": (set_("spec.training.packing", True),),
+    "evaluation": (
+        set_("spec.training.evalSteps", 5),
+        set_("spec.training.saveSteps", 10),
+        set_(
+            "spec.evaluation",
+            {"metrics": ["f1", "rougeL"], "samples": 16, "earlyStopping": {"metric": "f1", "patience": 2}},
+        ),
+    ),
+    "int4-cuda": (
+        set_("spec.export.onnx.executionProvider", "cuda"),
+        set_("spec.export.onnx.precision", "int4"),
+        set_("spec.export.onnx.int4", {"algorithm": "rtn", "lastMatmul": "int4", "accuracyLevel": 4}),
+    ),
+    "onnx-adapter": (set_("spec.export.onnx.adapter", True),),
+    "base-model-revision": (set_("spec.baseModel.revision", "abc123"),),
+    # Implemented by the trainer now; the operator used to refuse them.
+    "onnx-disabled": (set_("spec.export.onnx.enabled", False),),
+    "no-merged-model": (set_("spec.export.mergedModel", False),),
+    "export-disabled": (set_("spec.export.enabled", False),),
+    "same-secret-everywhere": (
+        set_("spec.baseModel.credentialsSecretRef", {"name": "kubetune-s3"}),
+        set_("spec.dataset.credentialsSecretRef", {"name": "kubetune-s3"}),
+    ),
+    "ambient-credentials": (delete("spec.output.credentialsSecretRef"),),
+}
 
 
-CONVERSIONS = [
-    Conversion(
-        "precision-auto-cpu", (set_("spec.training.precision", "auto"),), "training.precision", "fp32"
-    ),
-    Conversion(
-        "precision-auto-gpu",
-        (set_("spec.training.precision", "auto"), set_("spec.resources.gpusPerNode", 1)),
-        "training.precision",
-        "bf16",
-    ),
-    Conversion(
-        "precision-explicit", (set_("spec.training.precision", "bf16"),), "training.precision", "bf16"
-    ),
-    Conversion(
-        "epochs",
-        (delete("spec.training.maxSteps"), set_("spec.training.epochs", 2)),
-        "training.epochs",
-        2.0,
-    ),
-    Conversion("warmup-steps", (set_("spec.training.warmupSteps", 3),), "training.warmup_steps", 3),
-    Conversion("warmup-ratio", (set_("spec.training.warmupRatio", 0.1),), "training.warmup_ratio", 0.1),
-    Conversion("eval-ratio", (), "dataset.eval_ratio", 0.1),
-    Conversion(
-        "eval-uri",
-        (delete("spec.dataset.evalRatio"), set_("spec.dataset.evalUri", "s3://kubetune-dev/d/eval.jsonl")),
-        "dataset.eval_uri",
-        "s3://kubetune-dev/d/eval.jsonl",
-    ),
-    Conversion("target-modules-discovered", (), "lora.target_modules", None),
-    Conversion(
-        "target-modules",
-        (set_("spec.lora.targetModules", ["q_proj", "v_proj"]),),
-        "lora.target_modules",
-        ["q_proj", "v_proj"],
-    ),
-    Conversion("lora-r-alpha", (), "lora.r", 8),
-    Conversion("int4-default", (), "export.int4.mixed_precision", "last_matmul:int8,mixed_layers:int8"),
-    Conversion("save-steps", (set_("spec.training.saveSteps", 7),), "training.save_steps", 7),
-    Conversion("no-evaluation", (), "evaluation", None),
-    Conversion(
-        "int4-all-int4",
-        (set_("spec.export.onnx.int4.lastMatmul", "int4"), set_("spec.export.onnx.int4.mixedLayers", "int4")),
-        "export.int4.mixed_precision",
-        "",
-    ),
-    Conversion(
-        "int4-last-matmul-only",
-        (set_("spec.export.onnx.int4.mixedLayers", "int4"),),
-        "export.int4.mixed_precision",
-        "last_matmul:int8",
-    ),
-    Conversion(
-        "int4-algorithm", (set_("spec.export.onnx.int4.algorithm", "rtn"),), "export.int4.algo", "rtn"
-    ),
-    Conversion(
-        "cuda-fp16",
-        (set_("spec.export.onnx.executionProvider", "cuda"), set_("spec.export.onnx.precision", "fp16")),
-        "export.precision",
-        "fp16",
-    ),
-    Conversion("parity-prompts", (), "export.parity_prompts", 2),
-    Conversion("onnx-adapter", (set_("spec.export.onnx.adapter", True),), "export.onnx_adapter", True),
-    Conversion(
-        "base-model-revision", (set_("spec.baseModel.revision", "abc123"),), "base_model.revision", "abc123"
-    ),
-]
-
-
-@pytest.mark.parametrize("case", CONVERSIONS, ids=lambda c: c.id)
-def test_spec_converts_to_trainer_config(case: Conversion) -> None:
-    value: Any = trainer_config(tiny(*case.edits))
-    for part in case.path.split("."):
-        value = getattr(value, part)
-    assert value == case.expected
+@pytest.mark.parametrize("edits", SPEC_VARIANTS.values(), ids=SPEC_VARIANTS.keys())
+def test_every_spec_reaches_the_trainer_unchanged(edits: tuple[Edit, ...]) -> None:
+    ftj = tiny(*edits)
+    read_back = parse_trainer_input(config_document(ftj))
+    assert read_back.spec == ftj.spec
+    assert read_back.run.run_id == ftj.spec_hash() == read_back.spec.spec_hash()
 
 
 @pytest.mark.parametrize(
-    ("edits", "expected"),
+    ("status", "resumes"),
     [
-        (
-            (set_("spec.method", "qlora"),),
-            {"method": "qlora", "quantization": {"bits": 4, "quantType": "nf4", "doubleQuant": True}},
-        ),
-        (
-            (
-                set_("spec.method", "qlora"),
-                set_("spec.quantization", {"quantType": "fp4", "doubleQuant": False, "computeDtype": "fp32"}),
-            ),
-            {"quantization": {"bits": 4, "quantType": "fp4", "doubleQuant": False, "computeDtype": "fp32"}},
-        ),
-        (
-            (set_("spec.method", "qlora"), set_("spec.quantization", {"bits": 8})),
-            {"quantization": {"bits": 8}},
-        ),
-        ((set_("spec.method", "full"), delete("spec.lora")), {"method": "full", "lora": None}),
-        ((set_("spec.lora.useDora", True),), {"method": "lora", "lora": {"useDora": True}}),
-        # Without a textTemplate the trainer detects chat or promptCompletion data (format auto).
-        ((delete("spec.dataset.textTemplate"),), {"dataset": {"textTemplate": None}}),
-        (
-            (set_("spec.dataset.format", "chat"), delete("spec.dataset.textTemplate")),
-            {"dataset": {"format": "chat"}},
-        ),
-        (
-            (set_("spec.dataset.format", "promptCompletion"), delete("spec.dataset.textTemplate")),
-            {"dataset": {"format": "promptCompletion"}},
-        ),
-        (
-            (
-                set_("spec.training.evalSteps", 5),
-                set_("spec.training.saveSteps", 10),
-                set_(
-                    "spec.evaluation",
-                    {
-                        "metrics": ["f1", "rougeL"],
-                        "samples": 16,
-                        "earlyStopping": {"metric": "f1", "patience": 2},
-                    },
-                ),
-            ),
-            {
-                "training": {"evalSteps": 5, "saveSteps": 10},
-                "evaluation": {
-                    "metrics": ["f1", "rougeL"],
-                    "samples": 16,
-                    "maxNewTokens": 32,
-                    "earlyStopping": {"metric": "f1", "patience": 2, "minDelta": 0.0},
-                },
-            },
-        ),
+        ({}, False),
+        ({"lastCheckpoint": "own"}, True),
+        ({"lastCheckpoint": "own", "runId": "0123456789ab"}, False),  # another run's status
+        ({"lastCheckpoint": "foreign"}, False),  # reported late by a stale trainer
     ],
-    ids=[
-        "qlora",
-        "qlora-4bit-options",
-        "qlora-8bit",
-        "full",
-        "dora",
-        "no-template",
-        "chat",
-        "prompt-completion",
-        "evaluation",
-    ],
+    ids=["none", "own", "other-run", "foreign-uri"],
 )
-def test_methods_convert_to_trainer_config(edits: tuple[Edit, ...], expected: dict[str, Any]) -> None:
-    converted = trainer_config(tiny(*edits))
-    # What the ConfigMap holds, and the trainer parses back.
-    document = converted.model_dump(mode="json", by_alias=True, exclude_none=True)
-    assert parse_config(document) == converted
-    for key, value in expected.items():
-        if isinstance(value, dict):
-            # None: the key is absent.
-            assert all(document[key].get(k) == v for k, v in value.items()), (key, document[key])
-        else:
-            assert document.get(key) == value, (key, document.get(key))
-
-
-@pytest.mark.parametrize(
-    ("edits", "field_name"),
-    [
-        (
-            (set_("spec.method", "qlora"), set_("spec.quantization", {"bits": 8, "quantType": "fp4"})),
-            "quantization.quantType applies to bits 4 only",
-        ),
-    ],
-    ids=["qlora-8bit-quant-type"],
-)
-def test_unsupported_specs_are_rejected_naming_the_field(edits: tuple[Edit, ...], field_name: str) -> None:
-    ftj = tiny(*edits)  # valid API: the CRD admits it
-    with pytest.raises(UnsupportedSpec, match=field_name):
-        trainer_config(ftj)
-
-
-@pytest.mark.parametrize(
-    ("edit", "field_name"),
-    [
-        (set_("spec.export.onnx.enabled", False), "export.onnx.enabled"),
-        (set_("spec.export.mergedModel", False), "export.mergedModel"),
-    ],
-    ids=["onnx-disabled", "no-merged-model"],
-)
-def test_spec_fields_the_trainer_ignores_are_rejected(edit: Edit, field_name: str) -> None:
-    ftj = tiny(edit)
-    with pytest.raises(UnsupportedSpec, match=field_name):
-        trainer_config(ftj)
-
-
-def test_packing_maps_to_the_trainer_config_and_is_left_out_when_false() -> None:
-    packed = trainer_config(tiny(set_("spec.training.packing", True)))
-    assert packed.training.packing is True
-    assert packed.model_dump(mode="json", by_alias=True)["training"]["packing"] is True
-    plain = trainer_config(tiny())
-    assert "packing" not in plain.model_dump(mode="json", by_alias=True)["training"]
-
-
-@pytest.mark.parametrize("kind", JOB_BUILDERS)
-@pytest.mark.parametrize("where", ["baseModel", "dataset"])
-def test_model_and_dataset_secrets_are_used_or_rejected(where: str, kind: str) -> None:
-    ftj = tiny(set_(f"spec.{where}.credentialsSecretRef", {"name": "other-s3"}))
-    try:
-        trainer_config(ftj)
-    except UnsupportedSpec as e:
-        assert f"{where}.credentialsSecretRef" in str(e)
-        return
-    assert "other-s3" in json.dumps(serialize(JOB_BUILDERS[kind](ftj, SETTINGS)))
-
-
-def test_format_text_without_a_template_trains_on_the_text_field() -> None:
-    ftj = tiny(set_("spec.dataset.format", "text"), delete("spec.dataset.textTemplate"))
-    cfg = trainer_config(ftj)
-    assert (cfg.dataset.format, cfg.dataset.text_template) == ("text", "{text}")
+def test_resume_from_is_the_current_runs_last_checkpoint(status: dict[str, Any], resumes: bool) -> None:
+    run_id = tiny().spec_hash()
+    uris = {
+        "own": f"s3://kubetune-dev/runs/tiny/{run_id}/checkpoints/checkpoint-40",
+        "foreign": "s3://kubetune-dev/runs/tiny/000000000000/checkpoints/checkpoint-40",
+    }
+    if "lastCheckpoint" in status:
+        status = {
+            "runId": run_id,
+            **status,
+            "lastCheckpoint": {"step": 40, "uri": uris[status["lastCheckpoint"]]},
+        }
+    ftj = tiny(set_("status", status))
+    resume_from = parse_trainer_input(config_document(ftj)).run.resume_from
+    assert resume_from == (ftj.status.last_checkpoint if resumes else None)
+    assert (resume_from is not None) is resumes

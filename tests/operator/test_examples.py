@@ -1,4 +1,4 @@
-"""Every shipped example manifest is runnable: it parses, converts to a trainer config and builds."""
+"""Every shipped example manifest is runnable: it parses, builds, and its trainer input reads back."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 from operator_cases import EXAMPLES, load, serialize
 
-from kubetune_api import FineTuneJob
+from kubetune_api import FineTuneJob, parse_trainer_input
 from kubetune_operator.builders import jobs, names, rbac
-from kubetune_operator.builders.trainer_config import trainer_config
+from kubetune_operator.builders.trainer_input import trainer_input
 from kubetune_operator.settings import OperatorSettings
-from kubetune_trainer.config import parse_config
 
 FINETUNEJOBS = [p for p in EXAMPLES if load(p).get("kind") == "FineTuneJob"]
 
@@ -25,8 +24,8 @@ def test_example_converts_and_builds(path: Path) -> None:
     obj = load(path)
     obj["metadata"].update(namespace="default", uid="00000000-0000-0000-0000-000000000000")
     ftj = FineTuneJob.from_k8s(obj)
-    cfg = trainer_config(ftj)
-    assert cfg.run_id == ftj.spec_hash()
+    expected = trainer_input(ftj)
+    assert expected.run.run_id == ftj.spec_hash()
     for build in (rbac.service_account, rbac.role, rbac.role_binding):
         serialize(build(ftj))
     settings = OperatorSettings()
@@ -34,4 +33,4 @@ def test_example_converts_and_builds(path: Path) -> None:
         assert serialize(job)["metadata"]["labels"][names.RUN_ID_LABEL] == ftj.spec_hash()
     # What the pods read back is what the operator meant.
     document = serialize(jobs.config_map(ftj))["data"][names.CONFIG_KEY]
-    assert parse_config(document) == cfg
+    assert parse_trainer_input(document) == expected

@@ -15,11 +15,11 @@ from child_cases import (
     Child,
     F,
     T,
+    ago,
     check_decision,
     check_status,
     cond,
     e_complete,
-    ago,
     job,
     observed,
 )
@@ -42,7 +42,9 @@ CASES = [
         says=("spec.suspend",),
         kstatus=(F, F, F),
     ),
-    Case("suspended-before-start", *(T_SUSPENDED, None), Phase.SUSPENDED, edits=(SUSPEND,), kstatus=(F, F, F)),
+    Case(
+        "suspended-before-start", *(T_SUSPENDED, None), Phase.SUSPENDED, edits=(SUSPEND,), kstatus=(F, F, F)
+    ),
     Case(
         "suspend-without-children-still-creates",
         None,
@@ -77,7 +79,7 @@ CASES = [
         "a-failure-wins-over-suspend",
         *(T_DATA_ERROR, None),
         Phase.FAILED,
-        edits=(SUSPEND, set_("spec.ttlSecondsAfterFinished", None)),
+        edits=(SUSPEND,),
         trained=F,
         kstatus=(F, F, T),
     ),

@@ -1,0 +1,184 @@
+"""FineTuneJobSpec: the desired state, with the rules that span its sections."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import (
+    Field,
+)
+
+from kubetune_api.base import (
+    ApiModel,
+    nested_default,
+)
+from kubetune_api.cel import Cel
+from kubetune_api.spec_outputs import ExportSpec, OutputSpec, ResourcesSpec
+from kubetune_api.spec_sources import DatasetSpec, Method, ModelSource
+from kubetune_api.spec_training import (
+    DEFAULT_EPOCHS,
+    EvaluationSpec,
+    LoraSpec,
+    QuantizationSpec,
+    TrainingSpec,
+)
+
+RUN_ID_LENGTH = 12
+
+
+class FineTuneJobSpec(ApiModel):
+    """Desired state of a FineTuneJob."""
+
+    cel_rules = (
+        Cel(
+            "self.method == 'full' || has(self.lora)",
+            "lora is required when method is lora or qlora (lora: {} takes the defaults)",
+            lambda s: s.method == Method.FULL or s.lora is not None,
+            reason="FieldValueRequired",
+            field_path=".lora",
+        ),
+        Cel(
+            "self.method != 'full' || !has(self.lora)",
+            "lora must not be set when method is full",
+            lambda s: s.method != Method.FULL or s.lora is None,
+            reason="FieldValueForbidden",
+            field_path=".lora",
+        ),
+        Cel(
+            "self.method != 'full' || !self.export.onnx.adapter",
+            "export.onnx.adapter needs a LoRA: method lora or qlora",
+            lambda s: s.method != Method.FULL or not s.export.onnx.adapter,
+            reason="FieldValueForbidden",
+            field_path=".export.onnx.adapter",
+        ),
+        Cel(
+            "self.training.precision != 'fp16' || self.resources.gpusPerNode > 0",
+            "training.precision fp16 needs GPUs (resources.gpusPerNode >= 1); use fp32 or bf16 on CPU",
+            lambda s: s.training.precision != "fp16" or s.resources.gpus_per_node > 0,
+            field_path=".training.precision",
+        ),
+        Cel(
+            "!has(self.evaluation) || !has(self.evaluation.earlyStopping) || has(self.training.evalSteps)",
+            "evaluation.earlyStopping needs training.evalSteps",
+            lambda s: (
+                s.evaluation is None
+                or s.evaluation.early_stopping is None
+                or s.training.eval_steps is not None
+            ),
+            reason="FieldValueRequired",
+            field_path=".training.evalSteps",
+        ),
+        Cel(
+            "has(self.dataset.evalUri) || has(self.dataset.evalRatio) || (!has(self.training.evalSteps) "
+            "&& !has(self.evaluation))",
+            "training.evalSteps and evaluation need eval data: set dataset.evalUri or dataset.evalRatio",
+            lambda s: s.dataset.has_eval_data or (s.training.eval_steps is None and s.evaluation is None),
+            reason="FieldValueRequired",
+            field_path=".dataset.evalRatio",
+        ),
+        Cel(
+            "self.method == 'full' || !has(self.lora) || !self.lora.useDora || !self.export.onnx.adapter",
+            "export.onnx.adapter cannot carry DoRA magnitudes; set lora.useDora false or adapter false",
+            lambda s: s.lora is None or not s.lora.use_dora or not s.export.onnx.adapter,
+            reason="FieldValueForbidden",
+            field_path=".export.onnx.adapter",
+        ),
+        Cel(
+            "(!has(self.baseModel.credentialsSecretRef) || (has(self.output.credentialsSecretRef) "
+            "&& self.baseModel.credentialsSecretRef == self.output.credentialsSecretRef)) "
+            "&& (!has(self.dataset.credentialsSecretRef) || (has(self.output.credentialsSecretRef) "
+            "&& self.dataset.credentialsSecretRef == self.output.credentialsSecretRef))",
+            "baseModel.credentialsSecretRef and dataset.credentialsSecretRef must equal "
+            "output.credentialsSecretRef: the trainer reads every S3 object with one set of credentials",
+            lambda s: all(
+                ref is None or ref == s.output.credentials_secret_ref
+                for ref in (s.base_model.credentials_secret_ref, s.dataset.credentials_secret_ref)
+            ),
+            reason="FieldValueForbidden",
+            field_path=".dataset.credentialsSecretRef",
+        ),
+        Cel(
+            "!has(self.quantization) || self.method == 'qlora'",
+            "quantization (4/8-bit base weights) is only valid with method qlora",
+            lambda s: s.quantization is None or s.method == Method.QLORA,
+            reason="FieldValueForbidden",
+            field_path=".quantization",
+        ),
+    )
+
+    base_model: ModelSource = Field(description="The base model to fine-tune.")
+    dataset: DatasetSpec = Field(description="Training and evaluation data.")
+    method: Annotated[Method, Cel.immutable("method is immutable; create a new FineTuneJob")] = Field(
+        default=Method.LORA,
+        description="lora: train a low-rank adapter; qlora: lora on a 4/8-bit quantized base; "
+        "full: train all weights. Immutable.",
+    )
+    lora: LoraSpec | None = Field(default=None, description="LoRA settings; required for lora and qlora.")
+    quantization: QuantizationSpec | None = Field(
+        default=None,
+        description="Base-weight quantization for qlora; unset: 4-bit nf4 with double quantization.",
+    )
+    training: TrainingSpec = nested_default(
+        TrainingSpec, f"Training hyperparameters; unset: the defaults ({DEFAULT_EPOCHS:g} epoch)."
+    )
+    evaluation: EvaluationSpec | None = Field(
+        default=None, description="Task metrics and early stopping; unset: evalLoss and perplexity only."
+    )
+    resources: ResourcesSpec = nested_default(ResourcesSpec, "Compute for the trainer pods.")
+    export: ExportSpec = nested_default(ExportSpec, "Artifacts built after training.")
+    output: OutputSpec = Field(description="Where artifacts and checkpoints are written.")
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Fail the job if it runs longer than this (all Jobs together)."
+    )
+    backoff_limit: int = Field(
+        default=2, ge=0, le=100, description="Retries of a failed trainer pod (preemptions are not counted)."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the FineTuneJob this long after it finished; unset: keep it."
+    )
+    suspend: bool = Field(
+        default=False,
+        description="Suspend the job: running pods are stopped (after a checkpoint) until false.",
+    )
+
+    # Lifecycle knobs: changing them must not start a new run (and resuming must keep the checkpoints).
+    RUN_ID_EXCLUDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"suspend", "active_deadline_seconds", "backoff_limit", "ttl_seconds_after_finished"}
+    )
+
+    @property
+    def uses_adapter(self) -> bool:
+        return self.method != Method.FULL
+
+    @property
+    def effective_quantization(self) -> QuantizationSpec | None:
+        """qlora's base quantization with its defaults; None for the other methods."""
+        if self.method != Method.QLORA:
+            return None
+        return self.quantization or QuantizationSpec()
+
+    @property
+    def training_precision(self) -> Literal["fp32", "bf16", "fp16"]:
+        """training.precision with auto resolved: bf16 on GPUs, fp32 on CPU."""
+        precision = self.training.precision
+        if precision == "auto":
+            return "bf16" if self.resources.gpus_per_node > 0 else "fp32"
+        return precision
+
+    def spec_digest(self) -> str:
+        """sha256 of the canonical spec JSON (see spec_hash), recorded in the artifact manifest."""
+        data = self.model_dump(
+            mode="json", by_alias=True, exclude_defaults=True, exclude=set(self.RUN_ID_EXCLUDED_FIELDS)
+        )
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def spec_hash(self) -> str:
+        """Run id: sha256 of the canonical spec JSON, first 12 hex characters.
+
+        Fields equal to their defaults are left out, so a spec hashes the same whether the API server
+        filled in the defaults or not, and adding a defaulted field later keeps existing run ids.
+        """
+        return self.spec_digest()[:RUN_ID_LENGTH]
