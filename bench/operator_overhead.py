@@ -26,7 +26,7 @@ from kubernetes import client, config
 
 from devcluster import model, release, seed, settings
 from kubetune_api import FineTuneJob
-from kubetune_operator.builders.trainer_config import trainer_config
+from kubetune_operator.builders.trainer_input import document
 
 NAMESPACE = f"kubetune-bench-{uuid.uuid4().hex[:6]}"  # a fresh one: the last may still be terminating
 
@@ -44,10 +44,10 @@ def spec(bucket: str, steps: int, name: str) -> dict[str, Any]:
 def run_direct(body: dict[str, Any], env: dict[str, str]) -> float:
     """What a user would run by hand: the trainer's two entrypoints with the same config."""
     ftj = FineTuneJob.from_k8s({**body, "metadata": {**body["metadata"], "uid": "direct"}})
-    document = trainer_config(ftj).model_dump(mode="json", by_alias=True, exclude_none=True)
+    run_input = document(ftj)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "config.json"
-        cfg.write_text(json.dumps(document))
+        cfg.write_text(run_input)
         run_env = (
             dict(os.environ) | env | {"HF_HUB_OFFLINE": "1", "KUBETUNE_WORKDIR": str(Path(tmp) / "work")}
         )

@@ -43,5 +43,5 @@ def runtime() -> Runtime:
     except config.ConfigException:
         api = config.new_client_from_config()  # a developer running the operator outside the cluster
     settings = OperatorSettings.from_env()
-    status_writer = StatusWriter(api)
+    status_writer = StatusWriter(client.CustomObjectsApi(api))
     return Runtime(settings, api, Reconciler(Children(api, settings), status_writer), status_writer)

@@ -102,6 +102,20 @@ BAD_SPECS = [
         "training.evalSteps and evaluation need eval data",
     ),
     BadSpec(
+        "evaluation-without-eval-data",
+        _all(_del("spec.dataset.evalRatio"), _set("spec.evaluation", {"samples": 4})),
+        "spec",
+        "training.evalSteps and evaluation need eval data",
+        "training.evalSteps and evaluation need eval data",
+    ),
+    BadSpec(
+        "response-field-without-template",
+        _all(_del("spec.dataset.textTemplate"), _set("spec.dataset.responseField", "tone")),
+        "spec.dataset",
+        "dataset.responseField must name a {placeholder} of dataset.textTemplate",
+        "dataset.responseField must name a {placeholder} of dataset.textTemplate",
+    ),
+    BadSpec(
         "response-field-not-a-placeholder",
         _set("spec.dataset.responseField", "label"),
         "spec.dataset",
@@ -111,6 +125,20 @@ BAD_SPECS = [
     BadSpec(
         "eight-bit-with-four-bit-options",
         _all(_set("spec.method", "qlora"), _set("spec.quantization", {"bits": 8, "quantType": "fp4"})),
+        "spec.quantization",
+        "apply to bits 4 only",
+        "apply to bits 4 only",
+    ),
+    BadSpec(
+        "eight-bit-with-double-quant",
+        _all(_set("spec.method", "qlora"), _set("spec.quantization", {"bits": 8, "doubleQuant": True})),
+        "spec.quantization",
+        "apply to bits 4 only",
+        "apply to bits 4 only",
+    ),
+    BadSpec(
+        "eight-bit-with-compute-dtype",
+        _all(_set("spec.method", "qlora"), _set("spec.quantization", {"bits": 8, "computeDtype": "bf16"})),
         "spec.quantization",
         "apply to bits 4 only",
         "apply to bits 4 only",
@@ -259,6 +287,13 @@ BAD_SPECS = [
         "spec",
         "export.onnx.adapter needs a LoRA",
         "export.onnx.adapter needs a LoRA",
+    ),
+    BadSpec(
+        "onnx-adapter-with-dora",
+        _all(_set("spec.lora.useDora", True), _set("spec.export.onnx.adapter", True)),
+        "spec",
+        "export.onnx.adapter cannot carry DoRA magnitudes",
+        "export.onnx.adapter cannot carry DoRA magnitudes",
     ),
     BadSpec(
         "fp16-training-on-cpu",

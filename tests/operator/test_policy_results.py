@@ -88,7 +88,7 @@ def test_an_artifact_listed_by_both_jobs_appears_once() -> None:
     ftj = tiny()
     decision = decide(ftj, observed(ftj, T_COMPLETE, exporter_with(result({}, ADAPTER))), NOW)
     assert decision.phase == Phase.SUCCEEDED
-    assert [a.kind for a in decision.artifacts].count("adapter") == 1
+    assert [a.kind.value for a in decision.artifacts].count("adapter") == 1
 
 
 FAILED_EXPORT: Child = (

@@ -28,9 +28,7 @@ class FakeCustomObjects:
 
 def writer() -> tuple[StatusWriter, FakeCustomObjects]:
     fake = FakeCustomObjects()
-    out = StatusWriter.__new__(StatusWriter)
-    out.custom = fake  # type: ignore[assignment]
-    return out, fake
+    return StatusWriter(fake), fake  # type: ignore[arg-type]
 
 
 def status(data: Obj) -> FineTuneJobStatus:

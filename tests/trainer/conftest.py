@@ -1,4 +1,4 @@
-"""Fixtures for the trainer tests: a tiny random Llama, the tone dataset, configs on local paths."""
+"""Fixtures for the trainer tests: a tiny random Llama, the tone dataset, trainer inputs on local paths."""
 
 from __future__ import annotations
 
@@ -28,30 +28,56 @@ def tone_dir() -> Path:
     return TONE_DIR
 
 
-def _make_config(base_uri: str, output_uri: str, **overrides: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "name": "tone",
-        "namespace": "test",
-        "runId": "run-1",
+# The spec's output.uri must be an S3 URI, but the trainer never reads it: it writes under
+# run.outputRoot, which the tests point at a local folder.
+OUTPUT_URI = "s3://kubetune-test/runs"
+# What the tests were written against, where the API's defaults differ: a loss at every step (the loss
+# curves and the resume comparisons need it), no gradient checkpointing, fp32. Laid under every training
+# section, including a test's own; a test that wants the API's default sets the key itself.
+TRAINING_BASE: dict[str, Any] = {"loggingSteps": 1, "gradientCheckpointing": False, "precision": "fp32"}
+
+
+def _make_config(base_uri: str, output_root: str, **overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
         "baseModel": {"uri": base_uri},
         "dataset": {
             "trainUri": str(TONE_DIR / "train.jsonl"),
             "evalUri": str(TONE_DIR / "eval.jsonl"),
             "textTemplate": TONE_TEMPLATE,
         },
+        "method": "lora",
         "lora": {"r": 8, "alpha": 16},
         "training": {"maxSteps": 30, "learningRate": 1e-2, "batchSize": 8, "maxSeqLength": 64, "seed": 1},
-        "output": {"uri": output_uri},
-        "export": {"precision": "fp32", "parityPrompts": 8},
+        # auto precision resolves to fp32 without GPUs.
+        "resources": {"gpusPerNode": 0},
+        "export": {"onnx": {"precision": "fp32"}, "parityPrompts": 8},
+        "output": {"uri": OUTPUT_URI},
     }
-    config.update(overrides)
-    return config
+    spec.update(overrides)
+    spec["training"] = {**TRAINING_BASE, **(spec.get("training") or {})}
+    return {
+        "spec": {k: v for k, v in spec.items() if v is not None},
+        "run": {"name": "tone", "namespace": "test", "runId": "run-1", "outputRoot": output_root},
+    }
 
 
 @pytest.fixture(scope="session")
 def make_config() -> Any:
-    """Builds a trainer config (JSON form) on local paths; keyword overrides replace whole sections."""
+    """Builds the trainer's input (kubetune_api.TrainerInput, JSON form) on local paths: the tiny tone
+    run, writing under `output_root`. Keyword overrides replace whole spec sections (None drops one,
+    e.g. `lora=None` for method full); every training section gets TRAINING_BASE beneath it."""
     return _make_config
+
+
+@pytest.fixture(scope="session")
+def make_input(make_config: Any) -> Any:
+    """make_config, parsed: the TrainerInput that train() and export() take."""
+    from kubetune_api import parse_trainer_input
+
+    def build(base_uri: str, output_root: str, **overrides: Any) -> Any:
+        return parse_trainer_input(make_config(base_uri, output_root, **overrides))
+
+    return build
 
 
 class LossCurve:

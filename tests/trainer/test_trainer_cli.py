@@ -25,11 +25,30 @@ def run(entry, config: dict | str, tmp_path: Path) -> int:
     return entry.main(["--config", str(path), "--workdir", str(tmp_path / "work")])
 
 
-def test_invalid_config_exits_2_with_message(tmp_path: Path, termination_log: Path, make_config) -> None:
+def test_invalid_input_exits_2_with_message(tmp_path: Path, termination_log: Path, make_config) -> None:
     config = make_config("/nowhere", str(tmp_path / "out"), method="full")  # with a lora section
     assert run(train, config, tmp_path) == ExitCode.INVALID_CONFIG
-    assert "lora must not be set with method full" in termination_log.read_text()
+    assert "lora must not be set when method is full" in termination_log.read_text()
     assert run(export, "{not json", tmp_path) == ExitCode.INVALID_CONFIG
+    assert run(export, config, tmp_path) == ExitCode.INVALID_CONFIG
+
+
+def test_every_problem_of_an_input_is_named(tmp_path: Path, termination_log: Path, make_config) -> None:
+    config = make_config("/nowhere", str(tmp_path / "out"))
+    del config["run"]["runId"]
+    del config["spec"]["dataset"]
+    config["spec"]["training"]["generationEvalSamples"] = 4  # a field of the old trainer config
+    assert run(train, config, tmp_path) == ExitCode.INVALID_CONFIG
+    message = termination_log.read_text()
+    assert message.startswith("INVALID_CONFIG")
+    for where in ("run.runId", "spec.dataset", "spec.training.generationEvalSamples"):
+        assert where in message, message
+
+
+def test_an_unreadable_input_file_exits_2(tmp_path: Path, termination_log: Path) -> None:
+    missing = tmp_path / "absent.json"
+    assert train.main(["--config", str(missing), "--workdir", str(tmp_path / "work")]) == ExitCode.INVALID_CONFIG
+    assert str(missing) in termination_log.read_text()
 
 
 def test_missing_base_model_exits_4(tmp_path: Path, termination_log: Path, make_config) -> None:

@@ -68,3 +68,9 @@ def test_an_unreachable_endpoint_names_the_spec_field(monkeypatch: pytest.Monkey
         Storage().read_if_exists("s3://bucket/key.json", Path("/tmp"))
     assert raised.value.exit_code == ExitCode.STORAGE
     assert "check spec.output.endpoint" in raised.value.message
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples" / "trainer").glob("*.json")), ids=lambda p: p.name)
+def test_example_inputs_are_valid(path: Path) -> None:
+    """The documents a user can hand to `python -m kubetune_trainer.train --config` outside a cluster."""
+    assert load_input(path).run.output_root.startswith("s3://")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kubetune_trainer.config import DatasetSpec
+from kubetune_api import DatasetSpec
 from kubetune_trainer.data import CausalLMCollator, read_jsonl, render, split_prompt, split_rows, tokenize
 from kubetune_trainer.errors import ExitCode, TrainerError
 
@@ -48,7 +48,7 @@ def test_tone_dataset_shape(tone_dir: Path) -> None:
 
 
 def spec(**kwargs: object) -> DatasetSpec:
-    return DatasetSpec(train_uri="t.jsonl", text_template="{x}", **kwargs)
+    return DatasetSpec(train_uri="/data/t.jsonl", text_template="{x}", **kwargs)
 
 
 def test_split_rows_holds_out_eval_ratio_deterministically() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kubetune_trainer.config import DatasetSpec, parse_config
+from kubetune_api import DatasetSpec
 from kubetune_trainer.data import (
     IGNORE,
     CausalLMCollator,
@@ -81,7 +81,7 @@ def data_error(call: Any, *args: Any) -> str:
 
 
 def spec(**kwargs: Any) -> DatasetSpec:
-    return DatasetSpec(**{"train_uri": "train.jsonl", **kwargs})
+    return DatasetSpec(**{"train_uri": "/data/train.jsonl", **kwargs})
 
 
 def load(path: Path, dataset: DatasetSpec) -> tuple[str, list[dict[str, Any]]]:
@@ -221,32 +221,13 @@ def test_row_errors_name_the_file_field_and_row(
     assert message.startswith("train.jsonl") and expected in message, message
 
 
-@pytest.mark.parametrize(
-    ("dataset", "problem"),
-    [
-        ({"format": "text"}, "format text needs textTemplate"),
-        ({"format": "chat", "textTemplate": "{a}"}, "textTemplate only applies to format text"),
-        ({"responseField": "a"}, "responseField needs textTemplate"),
-        ({"format": "csv"}, "dataset.format"),
-    ],
-)
-def test_config_format_checks(dataset: dict[str, Any], problem: str) -> None:
-    with pytest.raises(TrainerError, match=problem) as info:
-        parse_config(
-            {
-                "name": "n",
-                "runId": "r",
-                "baseModel": {"uri": "m"},
-                "output": {"uri": "o"},
-                "dataset": {"trainUri": "t.jsonl", **dataset},
-            }
-        )
-    assert info.value.exit_code == ExitCode.INVALID_CONFIG
-
-
-def test_auto_format_is_left_out_of_dumps() -> None:
-    assert "format" not in spec(text_template="{a}").model_dump(by_alias=True)
-    assert spec(format="chat").model_dump(by_alias=True)["format"] == "chat"
+def test_format_text_without_a_template_reads_each_rows_text_field(tmp_path: Path) -> None:
+    """The API's textTemplate is optional for format text: each row's `text` field is the example."""
+    path = write(tmp_path / "train.jsonl", [{"text": "hello"}, {"text": "world"}])
+    assert load(path, spec(format="text")) == ("text", [{"text": "hello"}, {"text": "world"}])
+    bad = write(tmp_path / "bad.jsonl", [{"text": "hello"}, {"body": "no text"}])
+    message = data_error(load, bad, spec(format="text"))
+    assert message.startswith("bad.jsonl") and "row 2" in message and "'text'" in message
 
 
 @pytest.mark.parametrize("fmt", ["text", "promptCompletion", "chat"])
@@ -367,7 +348,7 @@ def test_fetch_dataset_checks_the_eval_file_against_the_train_format(tmp_path: P
     ids=["chat", "promptCompletion"],
 )
 def test_tiny_training_lowers_the_loss(
-    tmp_path: Path, tiny_model_dir: Path, make_config: Any, loss_curve: Any, train_file: str, accuracy: str
+    tmp_path: Path, tiny_model_dir: Path, make_input: Any, loss_curve: Any, train_file: str, accuracy: str
 ) -> None:
     from kubetune_trainer.train import train
 
@@ -379,21 +360,15 @@ def test_tiny_training_lowers_the_loss(
             for r in read_rows(REPO / "examples" / "data" / "tone" / "train.jsonl")[:48]
         ]
         path = write(tmp_path / "train.csv.gz", rows)
-    cfg = parse_config(
-        make_config(
-            str(tiny_model_dir),
-            str(tmp_path / "out"),
-            dataset={"trainUri": str(path), "evalRatio": 0.1},
-            training={
-                "maxSteps": 12,
-                "learningRate": 1e-2,
-                "batchSize": 8,
-                "maxSeqLength": 64,
-                "generationEvalSamples": 2,
-            },
-        )
+    job = make_input(
+        str(tiny_model_dir),
+        str(tmp_path / "out"),
+        dataset={"trainUri": str(path), "evalRatio": 0.1},
+        training={"maxSteps": 12, "learningRate": 1e-2, "batchSize": 8, "maxSeqLength": 64},
+        # Greedy answers to 2 held-out rows before and after training: evalAccuracyBefore/After.
+        evaluation={"scoreBaseModel": True, "samples": 2, "maxNewTokens": 4},
     )
-    metrics = train(cfg, tmp_path / "work", loss_curve)
+    metrics = train(job, tmp_path / "work", loss_curve)
     loss_curve.assert_falls(0.8)
     assert metrics["steps"] == 12 and metrics["evalLoss"] is not None
-    assert metrics[accuracy] is not None
+    assert metrics[accuracy] is not None and metrics["evalAccuracyBefore"] is not None

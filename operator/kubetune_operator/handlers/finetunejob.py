@@ -83,8 +83,6 @@ def validate(body: kopf.Body, **_: Any) -> None:
 @kopf.timer(GROUP, VERSION, PLURAL, interval=OperatorSettings.from_env().resync_seconds, initial_delay=0)  # type: ignore[arg-type]
 def reconcile(
     body: kopf.Body,
-    namespace: str | None,
-    name: str,
     child_jobs: kopf.Index[Any, Any],
     child_pods: kopf.Index[Any, Any],
     **_: Any,

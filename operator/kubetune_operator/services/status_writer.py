@@ -18,8 +18,8 @@ MERGE_PATCH = "application/merge-patch+json"
 
 
 class StatusWriter:
-    def __init__(self, api: client.ApiClient) -> None:
-        self.custom = client.CustomObjectsApi(api)
+    def __init__(self, custom: client.CustomObjectsApi) -> None:
+        self.custom = custom
 
     def write(
         self,

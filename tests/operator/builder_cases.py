@@ -1,0 +1,57 @@
+"""Shared data of the builder tests: the builders by name, the operator settings they get, and
+accessors into a built (serialized) Job."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from operator_cases import Edit, serialize, tiny
+
+from kubetune_api import FineTuneJob
+from kubetune_operator.builders import jobs, rbac
+from kubetune_operator.settings import OperatorSettings
+
+SETTINGS = OperatorSettings(trainer_image="registry.example/kubetune:test")
+
+GPU = "nvidia.com/gpu"
+GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
+CREDENTIAL_VARS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+
+Builder = Callable[[FineTuneJob], Any]
+JOB_BUILDERS: dict[str, Callable[[FineTuneJob, OperatorSettings], Any]] = {
+    "trainer": jobs.trainer_job,
+    "exporter": jobs.export_job,
+}
+BUILDERS: dict[str, Builder] = {
+    "trainer-job": lambda f: jobs.trainer_job(f, SETTINGS),
+    "export-job": lambda f: jobs.export_job(f, SETTINGS),
+    "configmap": jobs.config_map,
+    "serviceaccount": rbac.service_account,
+    "role": rbac.role,
+    "rolebinding": rbac.role_binding,
+}
+
+
+def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = job["spec"]["template"]["spec"]
+    return spec
+
+
+def container(job: dict[str, Any]) -> dict[str, Any]:
+    containers = pod_spec(job)["containers"]
+    assert len(containers) == 1
+    result: dict[str, Any] = containers[0]
+    return result
+
+
+def env(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    entries = container(job)["env"]
+    by_name = {e["name"]: e for e in entries}
+    assert len(by_name) == len(entries), "duplicate env names"
+    return by_name
+
+
+def build(kind: str, *edits: Edit, settings: OperatorSettings = SETTINGS) -> dict[str, Any]:
+    result: dict[str, Any] = serialize(JOB_BUILDERS[kind](tiny(*edits), settings))
+    return result

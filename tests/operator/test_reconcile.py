@@ -1,0 +1,86 @@
+"""services/reconcile.py: one pass acts on the decision and writes the status once, through the one
+status writer. Kubernetes I/O is replaced by fakes that record the calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from child_cases import STALE_RUN, T_COMPLETE, T_RUNNING, T_SUSPENDED, Child, observed, with_run
+from operator_cases import set_, tiny
+
+from kubetune_api import FineTuneJob, FineTuneJobStatus, ObjectMeta
+from kubetune_operator.services.reconcile import Reconciler
+
+
+class FakeChildren:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def create_trainer(self, ftj: FineTuneJob) -> bool:
+        self.calls.append(("create_trainer",))
+        return True
+
+    def create_exporter(self, ftj: FineTuneJob) -> bool:
+        self.calls.append(("create_exporter",))
+        return True
+
+    def delete_run(self, ftj: FineTuneJob) -> None:
+        self.calls.append(("delete_run",))
+
+    def delete_finetunejob(self, ftj: FineTuneJob) -> None:
+        self.calls.append(("delete_finetunejob",))
+
+    def set_suspend(self, ftj: FineTuneJob, job_name: str, suspend: bool) -> None:
+        self.calls.append(("set_suspend", job_name, str(suspend)))
+
+
+class FakeWriter:
+    def __init__(self) -> None:
+        self.writes: list[tuple[FineTuneJobStatus, bool]] = []
+
+    def write(
+        self, meta: ObjectMeta, current: FineTuneJobStatus, new: FineTuneJobStatus, clear_trainer_fields: bool
+    ) -> bool:
+        self.writes.append((new, clear_trainer_fields))
+        return True
+
+
+def run_pass(
+    ftj: FineTuneJob, trainer: Child | None
+) -> tuple[list[tuple[str, ...]], list[str], list[tuple[FineTuneJobStatus, bool]]]:
+    children, writer = FakeChildren(), FakeWriter()
+    result = Reconciler(children, writer).reconcile(ftj, observed(ftj, trainer, None))  # type: ignore[arg-type]
+    return children.calls, [e.reason for e in result.events], writer.writes
+
+
+@pytest.mark.parametrize(
+    ("edits", "trainer", "calls", "events"),
+    [
+        ((), None, [("create_trainer",)], ["CreatedTrainerJob", "Pending"]),
+        ((), T_COMPLETE, [("create_exporter",)], ["CreatedExportJob", "Exporting"]),
+        ((), with_run(T_RUNNING, STALE_RUN), [("delete_run",)], ["SpecChanged", "Pending"]),
+        (
+            (set_("spec.suspend", True),),
+            T_RUNNING,
+            [("set_suspend", "tiny-train", "True")],
+            ["Suspended"] * 2,
+        ),
+        ((), T_SUSPENDED, [("set_suspend", "tiny-train", "False")], ["Resumed", "Pending"]),
+    ],
+    ids=["create-trainer", "create-exporter", "delete-stale", "suspend", "resume"],
+)
+def test_a_pass_acts_and_writes_the_status_once(
+    edits: tuple[Any, ...], trainer: Child | None, calls: list[tuple[str, ...]], events: list[str]
+) -> None:
+    got_calls, got_events, writes = run_pass(tiny(*edits), trainer)
+    assert got_calls == calls
+    assert got_events == events
+    assert len(writes) == 1
+
+
+def test_a_new_run_clears_the_trainers_fields() -> None:
+    ftj = tiny(set_("status", {"runId": STALE_RUN, "progress": {"step": 3}}))
+    _, _, [(new, clear)] = run_pass(ftj, None)
+    assert clear is True
+    assert (new.run_id, new.progress) == (ftj.spec_hash(), None)
