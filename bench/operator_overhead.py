@@ -9,7 +9,6 @@ Prints both wall times and their ratio (goal: <= 1.10).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics

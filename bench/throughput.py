@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack"))
@@ -37,6 +37,9 @@ MAX_SEQ_LENGTH = 128
 BATCH = 8
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 CASES = ("baseline", "kubetune")
+
+if TYPE_CHECKING:
+    from kubetune_api import FineTuneJobSpec
 
 
 def model_dir(name: str) -> Path:
@@ -76,6 +79,33 @@ class Counting:
         return batch
 
 
+def job_spec(folder: Path, total_steps: int) -> FineTuneJobSpec:
+    """The FineTuneJob spec of the Kubetune case: the baseline's settings, with packing."""
+    from kubetune_api import FineTuneJobSpec
+
+    return FineTuneJobSpec.model_validate(
+        {
+            "baseModel": {"uri": str(folder)},
+            "dataset": {"trainUri": str(DATA), "textTemplate": TEMPLATE},
+            "method": "lora",
+            "lora": {"r": 16, "alpha": 32, "targetModules": TARGETS},
+            "training": {
+                "maxSteps": total_steps,
+                "batchSize": BATCH,
+                "maxSeqLength": MAX_SEQ_LENGTH,
+                "learningRate": 2e-4,
+                "packing": True,
+                "seed": 42,
+                "precision": "fp32",
+                "gradientCheckpointing": False,  # as the baseline
+                "loggingSteps": 1,
+            },
+            "resources": {"gpusPerNode": 0},
+            "output": {"uri": "s3://kubetune-bench/runs"},  # never written: only the arguments are built
+        }
+    )
+
+
 def run_case(case: str, folder: Path, steps: int, warmup: int) -> dict[str, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -88,7 +118,6 @@ def run_case(case: str, folder: Path, steps: int, warmup: int) -> dict[str, Any]
         TrainingArguments,
     )
 
-    from kubetune_trainer.config import DatasetSpec, LoraSpec, TrainingSpec
     from kubetune_trainer.data import REAL_TOKENS, PackingCollator, encode_rows, read_rows
     from kubetune_trainer.hf_trainer import KubetuneTrainer
     from kubetune_trainer.peft_config import to_lora_config, to_training_arguments
@@ -132,15 +161,13 @@ def run_case(case: str, folder: Path, steps: int, warmup: int) -> dict[str, Any]
         )
         trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
     else:
-        spec = DatasetSpec(train_uri=str(DATA), text_template=TEMPLATE)
-        dataset = encode_rows(spec, "text", rows, tokenizer, MAX_SEQ_LENGTH)
+        spec = job_spec(folder, total_steps)
+        dataset = encode_rows(spec.dataset, "text", rows, tokenizer, MAX_SEQ_LENGTH)
         collator = Counting(PackingCollator(tokenizer.pad_token_id, MAX_SEQ_LENGTH), lambda b: b[REAL_TOKENS])
-        model = get_peft_model(model, to_lora_config(LoraSpec(r=16, alpha=32, target_modules=TARGETS), model))
+        assert spec.lora is not None
+        model = get_peft_model(model, to_lora_config(spec.lora, model))
         set_kv_cache(model, False)
-        training = TrainingSpec(
-            max_steps=total_steps, batch_size=BATCH, max_seq_length=MAX_SEQ_LENGTH, packing=True, seed=42
-        )
-        args = to_training_arguments(training, out, has_eval=False)
+        args = to_training_arguments(spec, out, has_eval=False)
         trainer = KubetuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
     trainer.add_callback(timer)
     result = trainer.train()

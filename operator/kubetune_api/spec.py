@@ -86,10 +86,16 @@ class FineTuneJobSpec(ApiModel):
             field_path=".export.onnx.adapter",
         ),
         Cel(
-            "(!has(self.baseModel.credentialsSecretRef) || (has(self.output.credentialsSecretRef) "
-            "&& self.baseModel.credentialsSecretRef == self.output.credentialsSecretRef)) "
-            "&& (!has(self.dataset.credentialsSecretRef) || (has(self.output.credentialsSecretRef) "
-            "&& self.dataset.credentialsSecretRef == self.output.credentialsSecretRef))",
+            # CEL has no equality between two object types of the schema: compare field by field.
+            " && ".join(
+                f"(!has(self.{source}.credentialsSecretRef) || (has(self.output.credentialsSecretRef)"
+                + "".join(
+                    f" && self.{source}.credentialsSecretRef.{key} == self.output.credentialsSecretRef.{key}"
+                    for key in ("name", "accessKeyIdKey", "secretAccessKeyKey")
+                )
+                + "))"
+                for source in ("baseModel", "dataset")
+            ),
             "baseModel.credentialsSecretRef and dataset.credentialsSecretRef must equal "
             "output.credentialsSecretRef: the trainer reads every S3 object with one set of credentials",
             lambda s: all(

@@ -153,6 +153,7 @@ FULL_STATUS = {
         "evalLoss": 2.5,
         "learningRate": 0.0002,
         "tokensPerSecond": 1234.5,
+        "metrics": {"evalLoss": 2.5, "exactMatch": 0.75},
         "updateTime": "2026-01-02T03:04:05Z",
     },
     "lastCheckpoint": {
