@@ -113,14 +113,16 @@ def test_a_spec_this_version_cannot_run_fails_without_creating_jobs(
     batch: client.BatchV1Api,
 ) -> None:
     job = tiny_job("later", s3_seeded)
-    job["spec"]["export"]["mergedModel"] = False  # the exporter always merges in this version
+    # The API server's CEL only sees that a {field} is there; the model's own validator also checks
+    # that every placeholder names a row field, before any Job exists.
+    job["spec"]["dataset"]["textTemplate"] = "Phrase: {phrase}\nTone: {0}"
     apply_ftj(custom, workspace, job)
 
     status = wait_phase(custom, workspace, "later", {"Failed", "Training", "Succeeded"}, 120)["status"]
 
     assert status["phase"] == "Failed", status
     stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
-    assert stalled["reason"] == "InvalidSpec" and "export.mergedModel" in stalled["message"], stalled
+    assert stalled["reason"] == "InvalidSpec" and "spec.dataset.textTemplate" in stalled["message"], stalled
     assert batch.list_namespaced_job(workspace).items == []
     warnings = [e for e in events_for(core, workspace, "later") if e.type == "Warning"]
-    assert any(e.reason == "InvalidSpec" and "export.mergedModel" in e.message for e in warnings), warnings
+    assert any(e.reason == "InvalidSpec" and "textTemplate" in e.message for e in warnings), warnings
