@@ -47,7 +47,9 @@ def test_every_problem_of_an_input_is_named(tmp_path: Path, termination_log: Pat
 
 def test_an_unreadable_input_file_exits_2(tmp_path: Path, termination_log: Path) -> None:
     missing = tmp_path / "absent.json"
-    assert train.main(["--config", str(missing), "--workdir", str(tmp_path / "work")]) == ExitCode.INVALID_CONFIG
+    assert (
+        train.main(["--config", str(missing), "--workdir", str(tmp_path / "work")]) == ExitCode.INVALID_CONFIG
+    )
     assert str(missing) in termination_log.read_text()
 
 

@@ -83,7 +83,7 @@ def test_a_data_error_keeps_its_exit_code_through_the_launcher(
     tmp_path: Path, tiny_model_dir: Path, make_config
 ) -> None:
     config = _config(make_config, tiny_model_dir, tmp_path / "out")
-    config["dataset"]["textTemplate"] = "Phrase: {phrase}\nMood: {mood}"  # no row has `mood`
+    config["spec"]["dataset"]["textTemplate"] = "Phrase: {phrase}\nMood: {mood}"  # no row has `mood`
     code, output = _finish(_launch(tmp_path, "bad", config)[0])
     assert code == ExitCode.DATA, output[-4000:]
     message = (tmp_path / "bad" / "termination").read_text()
@@ -131,7 +131,7 @@ def test_sigterm_to_one_rank_or_the_launcher_checkpoints_all_and_exits_preempted
     saved = [json.loads(line) for line in (root / "progress.jsonl").read_text().splitlines() if "uri" in line]
     assert len(saved) == 1 and saved[0]["step"] < 400
 
-    config["training"]["maxSteps"] = saved[0]["step"] + 3
+    config["spec"]["training"]["maxSteps"] = saved[0]["step"] + 3
     code, output = _finish(_launch(tmp_path, "second", config)[0])
     assert code == 0, output[-4000:]
     result = json.loads((tmp_path / "second" / "termination").read_text())

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from safetensors.torch import load_file
 
-from kubetune_trainer.config import EvaluationSpec, parse_config
-from kubetune_trainer.errors import TrainerError
+from kubetune_api.layout import RESULT_FILE
+from kubetune_trainer.data import sample_rows
 from kubetune_trainer.evaluation import (
     exact_match,
     macro_f1,
@@ -55,68 +55,31 @@ def test_task_scores_use_the_trainer_keys_and_perplexity_is_exp_loss() -> None:
     }
 
 
-@pytest.mark.parametrize(
-    ("evaluation", "training", "problem"),
-    [
-        ({"earlyStopping": {"metric": "f1"}}, {"evalSteps": 2}, "must also be listed in evaluation.metrics"),
-        ({"earlyStopping": {}}, {}, "needs training.evalSteps"),
-        ({"metrics": ["bleu"]}, {}, "exactMatch"),
-    ],
-)
-def test_invalid_evaluation_settings_are_config_errors(
-    evaluation: dict, training: dict, problem: str, make_config
-) -> None:
-    config = make_config("base", "out", evaluation=evaluation, training={"maxSteps": 4, **training})
-    with pytest.raises(TrainerError, match=problem):
-        parse_config(config)
-
-
-def test_early_stopping_needs_eval_data(make_config) -> None:
-    config = make_config(
-        "base",
-        "out",
-        dataset={"trainUri": "train.jsonl", "textTemplate": "{text}", "evalRatio": 0.0},
-        evaluation={"earlyStopping": {}},
-        training={"maxSteps": 4, "evalSteps": 2},
-    )
-    with pytest.raises(TrainerError, match="needs eval data"):
-        parse_config(config)
-
-
-def test_the_default_evaluation_spec_computes_no_task_metric() -> None:
-    assert EvaluationSpec().metrics == [] and EvaluationSpec().early_stopping is None
+STOPPING_EVALUATION = {
+    "metrics": ["exactMatch", "f1", "rougeL"],
+    "samples": 6,
+    "maxNewTokens": 4,
+    "earlyStopping": {"metric": "evalLoss", "patience": 2, "minDelta": 100.0},
+}
 
 
 @pytest.fixture(scope="module")
 def stopped_run(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, make_config
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, make_input: Any
 ) -> dict[str, Any]:
     """A tiny run that evaluates every 2 steps and stops once 2 evaluations improve by less than
     minDelta 100 (none can): it must stop at step 6 of 40."""
     from kubetune_trainer.train import train
 
     root = tmp_path_factory.mktemp("early-stop")
-    cfg = parse_config(
-        make_config(
-            str(tiny_model_dir),
-            str(root / "out"),
-            training={
-                "maxSteps": 40,
-                "learningRate": 1e-2,
-                "batchSize": 8,
-                "maxSeqLength": 64,
-                "evalSteps": 2,
-            },
-            evaluation={
-                "metrics": ["exactMatch", "f1", "rougeL"],
-                "samples": 6,
-                "maxNewTokens": 4,
-                "earlyStopping": {"metric": "evalLoss", "patience": 2, "minDelta": 100.0},
-            },
-        )
+    job = make_input(
+        str(tiny_model_dir),
+        str(root / "out"),
+        training={"maxSteps": 40, "learningRate": 1e-2, "batchSize": 8, "maxSeqLength": 64, "evalSteps": 2},
+        evaluation=STOPPING_EVALUATION,
     )
     sink = JsonFileSink(root / "progress.jsonl")
-    metrics = train(cfg, root / "work", sink)
+    metrics = train(job, root / "work", sink)
     return {"root": root, "metrics": metrics, "events": sink.read()}
 
 
@@ -149,6 +112,35 @@ def test_every_evaluation_reports_perplexity_and_task_metrics(stopped_run: dict[
         assert entry["evalPerplexity"] == pytest.approx(math.exp(entry["evalLoss"]), rel=1e-6)
         for name in ("evalExactMatch", "evalF1", "evalRougeL"):
             assert 0.0 <= entry[name] <= 1.0
+
+
+def test_task_metrics_answer_a_seeded_sample_of_the_held_out_rows(
+    tmp_path: Path, tiny_model_dir: Path, tone_dir: Path, make_input: Any
+) -> None:
+    """evaluation.samples rows drawn with dataset.seed, not the file's first rows (files are often sorted
+    by label); the same rows on every run."""
+    from kubetune_trainer.data import read_rows
+    from kubetune_trainer.storage import Storage
+    from kubetune_trainer.train import load_inputs
+
+    job = make_input(
+        str(tiny_model_dir),
+        str(tmp_path / "out"),
+        training={"maxSteps": 4, "evalSteps": 2},
+        evaluation=STOPPING_EVALUATION,
+    )
+    rows = read_rows(tone_dir / "eval.jsonl")
+    expected = sample_rows(rows, 6, job.spec.dataset.seed)
+    assert expected != rows[:6]
+    inputs = load_inputs(job.spec, Storage(), tmp_path / "work")
+    assert inputs.answer_rows == expected
+    assert load_inputs(job.spec, Storage(), tmp_path / "again").answer_rows == expected
+
+
+def test_the_result_reports_how_many_rows_the_task_metrics_scored(stopped_run: dict[str, Any]) -> None:
+    assert stopped_run["metrics"]["taskMetricRows"] == 6
+    stored = json.loads((stopped_run["root"] / "out" / RESULT_FILE).read_text())
+    assert stored["taskMetricRows"] == 6
 
 
 def test_tensorboard_event_files_hold_the_curves(stopped_run: dict[str, Any]) -> None:

@@ -1,4 +1,6 @@
-"""Methods lora, qlora (bitsandbytes 4/8-bit base) and full, and DoRA: config, converters, preparation."""
+"""Methods lora, qlora (bitsandbytes 4/8-bit base) and full, and DoRA: what each trains with, the
+converters, model preparation and the export's bookkeeping. Invalid combinations are API rules: see
+tests/api/api_cases.py."""
 
 from __future__ import annotations
 
@@ -8,35 +10,35 @@ from typing import Any
 
 import pytest
 
-from kubetune_trainer.config import LoraSpec, QuantizationSpec, TrainerConfig, parse_config
+from kubetune_api import FineTuneJobSpec, LoraSpec, QuantizationSpec, RunLayout
+from kubetune_api.layout import ARTIFACT_KINDS
 from kubetune_trainer.errors import ExitCode, TrainerError
 
 
-def minimal(**overrides: Any) -> dict[str, Any]:
-    return {
-        "name": "tone",
-        "runId": "abc",
-        "baseModel": {"uri": "s3://models/base/"},
-        "dataset": {"trainUri": "s3://data/train.jsonl", "textTemplate": "Phrase: {phrase}\nTone: {tone}"},
-        "output": {"uri": "s3://runs/tone/abc"},
-        **overrides,
-    }
+def spec_of(method: str, **overrides: Any) -> FineTuneJobSpec:
+    """A spec of `method`: a lora section (the defaults) for lora and qlora, none for full."""
+    return FineTuneJobSpec.model_validate(
+        {
+            "baseModel": {"uri": "s3://models/base/"},
+            "dataset": {
+                "trainUri": "s3://data/train.jsonl",
+                "textTemplate": "Phrase: {phrase}\nTone: {tone}",
+            },
+            "method": method,
+            **({} if method == "full" else {"lora": {}}),
+            "output": {"uri": "s3://runs/tone"},
+            **overrides,
+        }
+    )
 
 
-def invalid(data: dict[str, Any]) -> str:
-    with pytest.raises(TrainerError) as info:
-        parse_config(data)
-    assert info.value.exit_code == ExitCode.INVALID_CONFIG
-    return info.value.message
-
-
-# --- config ---------------------------------------------------------------------------------------
+# --- what each method trains with ------------------------------------------------------------------
 
 
 def test_qlora_defaults_to_4bit_nf4_double_quant() -> None:
-    cfg = parse_config(minimal(method="qlora"))
-    assert cfg.quantization is None and cfg.uses_adapter
-    quant = cfg.effective_quantization
+    spec = spec_of("qlora")
+    assert spec.quantization is None and spec.uses_adapter
+    quant = spec.effective_quantization
     assert quant is not None and quant.bits == 4
     assert (quant.four_bit_type, quant.four_bit_double_quant, quant.four_bit_compute_dtype) == (
         "nf4",
@@ -46,88 +48,9 @@ def test_qlora_defaults_to_4bit_nf4_double_quant() -> None:
 
 
 def test_lora_and_full_have_no_quantization() -> None:
-    assert parse_config(minimal()).effective_quantization is None
-    full = parse_config(minimal(method="full"))
+    assert spec_of("lora").effective_quantization is None
+    full = spec_of("full")
     assert full.effective_quantization is None and not full.uses_adapter
-
-
-@pytest.mark.parametrize(
-    ("data", "expected"),
-    [
-        (minimal(quantization={"bits": 4}), "quantization is only valid with method qlora, not lora"),
-        (minimal(method="full", quantization={}), "quantization is only valid with method qlora, not full"),
-        (minimal(method="full", lora={"r": 8}), "lora must not be set with method full"),
-        (minimal(method="full", export={"onnxAdapter": True}), "export.onnxAdapter needs a LoRA"),
-        (
-            minimal(lora={"useDora": True}, export={"onnxAdapter": True}),
-            "export.onnxAdapter cannot carry DoRA",
-        ),
-        (minimal(method="qlora", quantization={"bits": 3}), "quantization.bits"),
-        (minimal(method="qlora", quantization={"quantType": "int4"}), "quantization.quantType"),
-        (minimal(method="qlora", quantization={"computeDtype": "fp8"}), "quantization.computeDtype"),
-        (
-            minimal(method="qlora", quantization={"bits": 8, "quantType": "nf4"}),
-            "quantization.quantType applies to bits 4 only",
-        ),
-        (
-            minimal(method="qlora", quantization={"bits": 8, "doubleQuant": True}),
-            "quantization.doubleQuant applies to bits 4 only",
-        ),
-        (
-            minimal(method="qlora", quantization={"bits": 8, "computeDtype": "bf16"}),
-            "quantization.computeDtype applies to bits 4 only",
-        ),
-    ],
-    ids=[
-        "quant-with-lora",
-        "quant-with-full",
-        "lora-with-full",
-        "onnx-adapter-with-full",
-        "onnx-adapter-with-dora",
-        "bits-3",
-        "quant-type",
-        "compute-dtype",
-        "8bit-quant-type",
-        "8bit-double-quant",
-        "8bit-compute-dtype",
-    ],
-)
-def test_invalid_method_combinations_name_the_field(data: dict[str, Any], expected: str) -> None:
-    assert expected in invalid(data)
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        minimal(),
-        minimal(lora={"useDora": True}),
-        minimal(method="qlora"),
-        minimal(method="qlora", quantization={"bits": 8}),
-        minimal(
-            method="qlora", quantization={"quantType": "fp4", "doubleQuant": False, "computeDtype": "fp32"}
-        ),
-        minimal(method="full"),
-    ],
-    ids=["lora", "dora", "qlora", "qlora-8bit", "qlora-fp4", "full"],
-)
-def test_dumps_parse_back(data: dict[str, Any]) -> None:
-    cfg = parse_config(data)
-    for dumped in (
-        cfg.model_dump(mode="json", by_alias=True),
-        cfg.model_dump(mode="json", exclude_none=True),
-    ):
-        assert parse_config(dumped) == cfg
-
-
-def test_full_dumps_carry_no_lora_section() -> None:
-    assert "lora" not in parse_config(minimal(method="full")).model_dump(by_alias=True)
-
-
-def test_a_plain_lora_config_dumps_as_before_the_new_fields() -> None:
-    # The operator's ConfigMap and the manifest's spec hash of an existing LoRA spec stay unchanged.
-    dumped = parse_config(minimal()).model_dump(mode="json", by_alias=True)
-    assert "quantization" not in dumped and "useDora" not in dumped["lora"]
-    assert parse_config(minimal(lora={"useDora": True})).model_dump(by_alias=True)["lora"]["useDora"]
 
 
 # --- converters -----------------------------------------------------------------------------------
@@ -177,10 +100,6 @@ def test_lora_converter_passes_dora(fp32_model: Any) -> None:
 
     assert to_lora_config(LoraSpec(use_dora=True), fp32_model).use_dora
     assert not to_lora_config(LoraSpec(), fp32_model).use_dora
-
-
-def _config(method: str, **overrides: Any) -> TrainerConfig:
-    return parse_config(minimal(method=method, **overrides))
 
 
 def test_qlora_4bit_loads_quantized_and_guarded(tiny_model_dir: Path) -> None:
@@ -238,8 +157,8 @@ def test_prepare_model_trains_what_the_method_says(
     from kubetune_trainer.models import load_for_training
     from kubetune_trainer.train import parameter_counts, prepare_model
 
-    cfg = _config(method, **overrides)
-    model = prepare_model(cfg, load_for_training(tiny_model_dir, cfg.effective_quantization)[0])
+    spec = spec_of(method, **overrides)
+    model = prepare_model(spec, load_for_training(tiny_model_dir, spec.effective_quantization)[0])
     trainable, total = parameter_counts(model)
     names = [name for name, p in model.named_parameters() if p.requires_grad]
     if method == "full":
@@ -248,24 +167,22 @@ def test_prepare_model_trains_what_the_method_says(
         return
     assert 0 < trainable < total / 4
     assert names and all(".lora_" in name for name in names)
-    assert any("lora_magnitude_vector" in name for name in names) == cfg.lora.use_dora
+    assert spec.lora is not None
+    assert any("lora_magnitude_vector" in name for name in names) == spec.lora.use_dora
 
 
 # --- export bookkeeping ---------------------------------------------------------------------------
 
 
 def test_full_model_is_reported_as_the_merged_artifact() -> None:
-    from kubetune_trainer.export import ARTIFACT_KINDS as EXPORT_KINDS
-    from kubetune_trainer.train import ARTIFACT_KINDS, trained_dir_name
-
-    assert trained_dir_name(_config("full")) == "model" and ARTIFACT_KINDS["model"] == "merged"
-    assert EXPORT_KINDS["model"] == "merged"
+    layout = RunLayout("s3://runs/tone/abc")
+    assert layout.trained_dir(spec_of("full").uses_adapter) == "model" and ARTIFACT_KINDS["model"] == "merged"
     for method in ("lora", "qlora"):
-        assert trained_dir_name(_config(method)) == "adapter"
+        assert layout.trained_dir(spec_of(method).uses_adapter) == "adapter"
 
 
 def test_manifest_lora_section(tmp_path: Path) -> None:
-    from kubetune_trainer.export import lora_manifest, quantization_manifest
+    from kubetune_trainer.manifest import lora_manifest, quantization_manifest
 
     assert lora_manifest(tmp_path) is None  # a full fine-tune's model/
     (tmp_path / "adapter_config.json").write_text(

@@ -1,9 +1,9 @@
 """Each training method on the real model (SmolLM2-135M-Instruct): the loss must really fall.
 
 Short runs (15 steps, batch 4, 64 tokens, 60 rows of the tone data) so all of them together take a
-few minutes on 2 CPU cores. QLoRA gets a generation check before training: that inference pass is
-what makes bitsandbytes repack 4-bit weights on avx512_bf16 CPUs, after which (without the guard in
-kubetune_trainer.quantization) the loss stays flat.
+few minutes on 2 CPU cores. QLoRA scores the base model before training (evaluation.scoreBaseModel):
+that inference pass is what makes bitsandbytes repack 4-bit weights on avx512_bf16 CPUs, after which
+(without the guard in kubetune_trainer.quantization) the loss stays flat.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kubetune_trainer.config import TrainerConfig, parse_config
+from kubetune_api import TrainerInput
 
 pytestmark = pytest.mark.slow
 
@@ -38,81 +38,86 @@ def smollm2_dir() -> Path:
     return smollm2(verify=False)
 
 
-def smollm2_config(base: Path, out: Path, make_config: Any, **overrides: Any) -> TrainerConfig:
-    """`lora=None` drops the lora section (method full)."""
-    config = make_config(str(base), str(out), **{"training": TRAINING, **overrides})
-    config["dataset"] = {
-        "trainUri": config["dataset"]["trainUri"],
-        "textTemplate": config["dataset"]["textTemplate"],
+TONE_DIR = Path(__file__).resolve().parents[2] / "examples" / "data" / "tone"
+# Greedy answers to held-out rows before training: the inference pass that comes first.
+SCORE_BASE = {"scoreBaseModel": True, "samples": 4, "maxNewTokens": 4}
+
+
+def smollm2_config(base: Path, out: Path, make_input: Any, **overrides: Any) -> TrainerInput:
+    """60 rows, 5% held out; `lora=None` drops the lora section (method full)."""
+    dataset = {
+        "trainUri": str(TONE_DIR / "train.jsonl"),
+        "textTemplate": "Phrase: {phrase}\nTone: {tone}",
         "evalRatio": 0.05,
         "maxSamples": 60,
     }
-    return parse_config({k: v for k, v in config.items() if v is not None})
+    return make_input(str(base), str(out), **{"training": TRAINING, "dataset": dataset, **overrides})
 
 
-def run(cfg: TrainerConfig, work: Path, curve: Any) -> dict[str, Any]:
+def run(job: TrainerInput, work: Path, curve: Any) -> dict[str, Any]:
     from kubetune_trainer.train import train
 
-    outcome = train(cfg, work, curve)
-    method = f"{cfg.method}{' (DoRA)' if cfg.uses_adapter and cfg.lora.use_dora else ''}"
+    outcome = train(job, work, curve)
+    spec = job.spec
+    method = f"{spec.method}{' (DoRA)' if spec.lora is not None and spec.lora.use_dora else ''}"
     print(f"{method}: {outcome['secondsPerStep']} s/step, wall {outcome['wallSeconds']} s")
     return outcome
 
 
 @pytest.fixture(scope="module")
 def qlora_4bit_run(
-    tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, make_config: Any, new_loss_curve: Any
+    tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, make_input: Any, new_loss_curve: Any
 ) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("smollm2-qlora-4bit")
-    cfg = smollm2_config(
+    job = smollm2_config(
         smollm2_dir,
         root / "out",
-        make_config,
+        make_input,
         method="qlora",
-        training={**TRAINING, "generationEvalSamples": 4},
-        export={"precision": "fp32", "parityPrompts": 4, "maxNewTokens": 4},
+        evaluation=SCORE_BASE,
+        export={"onnx": {"precision": "fp32"}, "parityPrompts": 4, "maxNewTokens": 4},
     )
     curve = new_loss_curve()
-    return {"cfg": cfg, "root": root, "curve": curve, "outcome": run(cfg, root / "work", curve)}
+    return {"job": job, "root": root, "curve": curve, "outcome": run(job, root / "work", curve)}
 
 
 def test_qlora_4bit_nf4_learns(qlora_4bit_run: dict[str, Any]) -> None:
-    quant = qlora_4bit_run["cfg"].effective_quantization
+    quant = qlora_4bit_run["job"].spec.effective_quantization
+    assert quant is not None
     assert (quant.bits, quant.four_bit_type, quant.four_bit_double_quant) == (4, "nf4", True)
     qlora_4bit_run["curve"].assert_falls(FALLS_TO)
     assert qlora_4bit_run["outcome"]["evalAccuracyBefore"] is not None  # the inference pass ran first
 
 
-def test_qlora_8bit_learns(tmp_path: Path, smollm2_dir: Path, make_config: Any, loss_curve: Any) -> None:
-    cfg = smollm2_config(
+def test_qlora_8bit_learns(tmp_path: Path, smollm2_dir: Path, make_input: Any, loss_curve: Any) -> None:
+    job = smollm2_config(
         smollm2_dir,
         tmp_path / "out",
-        make_config,
+        make_input,
         method="qlora",
         quantization={"bits": 8},
-        training={**TRAINING, "generationEvalSamples": 4},
-        export={"maxNewTokens": 4},
+        evaluation=SCORE_BASE,
     )
-    run(cfg, tmp_path / "work", loss_curve)
+    run(job, tmp_path / "work", loss_curve)
     loss_curve.assert_falls(FALLS_TO)
 
 
-def test_full_fine_tune_learns(tmp_path: Path, smollm2_dir: Path, make_config: Any, loss_curve: Any) -> None:
+def test_full_fine_tune_learns(tmp_path: Path, smollm2_dir: Path, make_input: Any, loss_curve: Any) -> None:
     training = {**TRAINING, "learningRate": 5e-5}
-    cfg = smollm2_config(
-        smollm2_dir, tmp_path / "out", make_config, method="full", lora=None, training=training
+    job = smollm2_config(
+        smollm2_dir, tmp_path / "out", make_input, method="full", lora=None, training=training
     )
-    outcome = run(cfg, tmp_path / "work", loss_curve)
+    outcome = run(job, tmp_path / "work", loss_curve)
     loss_curve.assert_falls(FALLS_TO)
     assert outcome["trainableParameters"] > 130_000_000
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
 
 
-def test_dora_learns(tmp_path: Path, smollm2_dir: Path, make_config: Any, loss_curve: Any) -> None:
-    cfg = smollm2_config(
-        smollm2_dir, tmp_path / "out", make_config, lora={"r": 16, "alpha": 32, "useDora": True}
+def test_dora_learns(tmp_path: Path, smollm2_dir: Path, make_input: Any, loss_curve: Any) -> None:
+    job = smollm2_config(
+        smollm2_dir, tmp_path / "out", make_input, lora={"r": 16, "alpha": 32, "useDora": True}
     )
-    run(cfg, tmp_path / "work", loss_curve)
+    run(job, tmp_path / "work", loss_curve)
     loss_curve.assert_falls(FALLS_TO)
 
 
@@ -121,7 +126,7 @@ def test_qlora_4bit_run_exports_to_onnx(qlora_4bit_run: dict[str, Any]) -> None:
 
     from kubetune_trainer.export import export
 
-    manifest = export(qlora_4bit_run["cfg"], qlora_4bit_run["root"] / "work")
+    manifest = export(qlora_4bit_run["job"], qlora_4bit_run["root"] / "work")
     out = qlora_4bit_run["root"] / "out"
     og.Model(str(out / "onnx"))  # loads in ONNX Runtime GenAI
     # The adapter was merged into the fp32 base: plain float weights, no bitsandbytes state.

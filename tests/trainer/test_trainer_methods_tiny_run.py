@@ -9,35 +9,39 @@ from typing import Any
 
 import pytest
 
-from kubetune_trainer.config import TrainerConfig, parse_config
+from kubetune_api import TrainerInput
+from kubetune_api.layout import MANIFEST_FILE
 
+TONE_DIR = Path(__file__).resolve().parents[2] / "examples" / "data" / "tone"
+TONE_TEMPLATE = "Phrase: {phrase}\nTone: {tone}"
 TRAINING = {"maxSteps": 30, "learningRate": 1e-2, "batchSize": 8, "maxSeqLength": 32, "loggingSteps": 1}
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def tiny_config(tiny_model_dir: Path, out: Path, make_config: Any, **overrides: Any) -> TrainerConfig:
-    """A short run on a 120-row subset; `lora=None` drops the lora section (method full)."""
-    config = make_config(str(tiny_model_dir), str(out), **{"training": TRAINING, **overrides})
-    config["dataset"] = {
-        "trainUri": config["dataset"]["trainUri"],
-        "textTemplate": config["dataset"]["textTemplate"],
+def tiny_config(tiny_model_dir: Path, out: Path, make_input: Any, **overrides: Any) -> TrainerInput:
+    """A short run on a 120-row subset, 5% held out; `lora=None` drops the lora section (method full)."""
+    dataset = {
+        "trainUri": str(TONE_DIR / "train.jsonl"),
+        "textTemplate": TONE_TEMPLATE,
         "evalRatio": 0.05,
         "maxSamples": 120,
     }
-    return parse_config({k: v for k, v in config.items() if v is not None})
+    return make_input(
+        str(tiny_model_dir), str(out), **{"training": TRAINING, "dataset": dataset, **overrides}
+    )
 
 
 @pytest.fixture(scope="module")
 def full_run(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, make_config: Any, new_loss_curve: Any
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, make_input: Any, new_loss_curve: Any
 ) -> dict:
     from kubetune_trainer.train import train
 
     root = tmp_path_factory.mktemp("tiny-full")
-    cfg = tiny_config(tiny_model_dir, root / "out", make_config, method="full", lora=None)
+    job = tiny_config(tiny_model_dir, root / "out", make_input, method="full", lora=None)
     curve = new_loss_curve()
-    outcome = train(cfg, root / "work", curve)
-    return {"cfg": cfg, "root": root, "outcome": outcome, "curve": curve}
+    outcome = train(job, root / "work", curve)
+    return {"job": job, "root": root, "outcome": outcome, "curve": curve}
 
 
 def test_full_fine_tune_lowers_the_loss_training_every_weight(full_run: dict) -> None:
@@ -65,10 +69,11 @@ def test_full_fine_tune_uploads_the_whole_model_as_the_merged_artifact(full_run:
 def test_full_fine_tune_exports_from_its_model(full_run: dict) -> None:
     import onnxruntime_genai as og
 
-    from kubetune_trainer.export import MANIFEST_FILE, export, result_document
+    from kubetune_trainer.export import export
+    from kubetune_trainer.manifest import result_document
 
     work = full_run["root"] / "work"
-    manifest = export(full_run["cfg"], work)
+    manifest = export(full_run["job"], work)
     out = full_run["root"] / "out"
     og.Model(str(out / "onnx"))
     assert not (out / "merged").exists()
@@ -78,7 +83,7 @@ def test_full_fine_tune_exports_from_its_model(full_run: dict) -> None:
     assert manifest["parity"]["parity"] == 1.0
     kinds = {
         a["kind"]: a["uri"]
-        for a in json.loads(result_document(full_run["cfg"], manifest, work / "export" / MANIFEST_FILE))[
+        for a in json.loads(result_document(full_run["job"], manifest, work / "export" / MANIFEST_FILE))[
             "artifacts"
         ]
     }
@@ -86,19 +91,19 @@ def test_full_fine_tune_exports_from_its_model(full_run: dict) -> None:
 
 
 def test_dora_lowers_the_loss_and_saves_magnitudes(
-    tmp_path: Path, tiny_model_dir: Path, make_config: Any, loss_curve: Any
+    tmp_path: Path, tiny_model_dir: Path, make_input: Any, loss_curve: Any
 ) -> None:
     from safetensors import safe_open
 
     from kubetune_trainer.train import train
 
-    cfg = tiny_config(
+    job = tiny_config(
         tiny_model_dir,
         tmp_path / "out",
-        make_config,
+        make_input,
         lora={"r": 8, "alpha": 16, "targetModules": ALL_LINEAR, "useDora": True},
     )
-    outcome = train(cfg, tmp_path / "work", loss_curve)
+    outcome = train(job, tmp_path / "work", loss_curve)
     loss_curve.assert_falls(0.8)
     adapter = tmp_path / "out" / "adapter"
     assert json.loads((adapter / "adapter_config.json").read_text())["use_dora"] is True
@@ -109,25 +114,23 @@ def test_dora_lowers_the_loss_and_saves_magnitudes(
 
 @pytest.mark.parametrize("quantization", [{"bits": 4}, {"bits": 8}], ids=["4bit", "8bit"])
 def test_qlora_lowers_the_loss_after_a_generation_check(
-    tmp_path: Path, tiny_model_dir: Path, make_config: Any, loss_curve: Any, quantization: dict
+    tmp_path: Path, tiny_model_dir: Path, make_input: Any, loss_curve: Any, quantization: dict
 ) -> None:
     from kubetune_trainer.train import train
 
-    # generationEvalSamples runs inference on the quantized layers before training, the order that
+    # evaluation.scoreBaseModel runs inference on the quantized layers before training, the order that
     # triggers the CPU repacking trap (quantization.py). The tiny model still learns through its
     # correct last layers even when trapped; the SmolLM2 tests are the ones that tell the difference.
-    training = {**TRAINING, "generationEvalSamples": 2}
-    cfg = tiny_config(
+    job = tiny_config(
         tiny_model_dir,
         tmp_path / "out",
-        make_config,
+        make_input,
         method="qlora",
         quantization=quantization,
         lora={"r": 8, "alpha": 16, "targetModules": ALL_LINEAR},
-        training=training,
-        export={"maxNewTokens": 2},
+        evaluation={"scoreBaseModel": True, "samples": 2, "maxNewTokens": 2},
     )
-    outcome = train(cfg, tmp_path / "work", loss_curve)
+    outcome = train(job, tmp_path / "work", loss_curve)
     loss_curve.assert_falls(0.8)
     assert outcome["evalAccuracyBefore"] is not None
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()

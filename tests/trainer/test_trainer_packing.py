@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kubetune_trainer.config import DatasetSpec, TrainingSpec, parse_config
+from kubetune_api import DatasetSpec
 from kubetune_trainer.data import IGNORE, REAL_TOKENS, CausalLMCollator, PackingCollator, encode_rows
 
 TONE_DIR = Path(__file__).resolve().parents[2] / "examples" / "data" / "tone"
@@ -26,36 +26,32 @@ def _examples(*lengths: int, prompt: int = 0) -> list[dict[str, list[int]]]:
     return out
 
 
-# --- config and converters ---------------------------------------------------------------------
+# --- spec and converters -----------------------------------------------------------------------
 
 
-def test_packing_defaults_off_and_stays_out_of_the_json(make_config) -> None:
-    cfg = parse_config(make_config("/m", "/o"))
-    assert cfg.training.packing is False
-    assert "packing" not in cfg.model_dump(mode="json", by_alias=True)["training"]
-    packed = parse_config(make_config("/m", "/o", training={"maxSteps": 2, "packing": True}))
-    assert packed.training.packing is True
-    assert packed.model_dump(mode="json", by_alias=True)["training"]["packing"] is True
-    assert packed.spec_hash() != cfg.spec_hash()
+def test_packing_defaults_off_and_starts_a_new_run(make_input) -> None:
+    plain = make_input("/m", "/o", training={"maxSteps": 2})
+    assert plain.spec.training.packing is False
+    packed = make_input("/m", "/o", training={"maxSteps": 2, "packing": True})
+    assert packed.spec.training.packing is True
+    assert packed.spec.spec_hash() != plain.spec.spec_hash()
 
 
-def test_training_arguments_count_tokens_by_the_packed_trainer(tmp_path: Path) -> None:
+def test_training_arguments_count_tokens_by_the_packed_trainer(tmp_path: Path, make_input) -> None:
     from kubetune_trainer.peft_config import to_training_arguments
 
-    assert (
-        to_training_arguments(TrainingSpec(), tmp_path, False).include_num_input_tokens_seen == "non_padding"
-    )
-    packed = to_training_arguments(TrainingSpec(packing=True), tmp_path, False)
-    assert packed.include_num_input_tokens_seen == "no"
+    plain = make_input("/m", "/o").spec
+    assert to_training_arguments(plain, tmp_path, False).include_num_input_tokens_seen == "non_padding"
+    packed = make_input("/m", "/o", training={"packing": True}).spec
+    assert to_training_arguments(packed, tmp_path, False).include_num_input_tokens_seen == "no"
 
 
-def test_collator_choice(make_config) -> None:
+def test_collator_choice(make_input) -> None:
     from kubetune_trainer.train import data_collator
 
-    cfg = parse_config(make_config("/m", "/o", training={"packing": True, "maxSeqLength": 64}))
-    collator = data_collator(cfg, 0)
+    collator = data_collator(make_input("/m", "/o", training={"packing": True, "maxSeqLength": 64}).spec, 0)
     assert isinstance(collator, PackingCollator) and collator.max_length == 64
-    assert isinstance(data_collator(parse_config(make_config("/m", "/o")), 0), CausalLMCollator)
+    assert isinstance(data_collator(make_input("/m", "/o").spec, 0), CausalLMCollator)
 
 
 # --- the packed batch --------------------------------------------------------------------------
@@ -130,9 +126,9 @@ def _tone_examples(tokenizer: Any, n: int, prompt_completion: bool) -> list[dict
     rows = [json.loads(line) for line in (TONE_DIR / "train.jsonl").read_text().splitlines()][:n]
     if prompt_completion:
         rows = [{"prompt": f"Phrase: {r['phrase']}\nTone:", "completion": f" {r['tone']}"} for r in rows]
-        spec = DatasetSpec(train_uri="x.jsonl")
+        spec = DatasetSpec(train_uri="/data/x.jsonl")
         return encode_rows(spec, "promptCompletion", rows, tokenizer, 64)
-    spec = DatasetSpec(train_uri="x.jsonl", text_template=TONE_TEMPLATE)
+    spec = DatasetSpec(train_uri="/data/x.jsonl", text_template=TONE_TEMPLATE)
     return encode_rows(spec, "text", rows, tokenizer, 64)
 
 
@@ -227,24 +223,22 @@ def test_the_kv_cache_is_what_breaks_isolation(tiny: tuple[Any, Any]) -> None:
     assert not torch.allclose(isolated[0, 10:], leaky[0, 10:])
 
 
-def test_a_packed_tiny_run_learns(tmp_path: Path, tiny_model_dir: Path, make_config, loss_curve) -> None:
+def test_a_packed_tiny_run_learns(tmp_path: Path, tiny_model_dir: Path, make_input, loss_curve) -> None:
     from kubetune_trainer.train import train
 
-    cfg = parse_config(
-        make_config(
-            str(tiny_model_dir),
-            str(tmp_path / "out"),
-            training={
-                "maxSteps": 30,
-                "learningRate": 1e-2,
-                "batchSize": 8,
-                "maxSeqLength": 64,
-                "packing": True,
-                "seed": 1,
-            },
-        )
+    job = make_input(
+        str(tiny_model_dir),
+        str(tmp_path / "out"),
+        training={
+            "maxSteps": 30,
+            "learningRate": 1e-2,
+            "batchSize": 8,
+            "maxSeqLength": 64,
+            "packing": True,
+            "seed": 1,
+        },
     )
-    metrics = train(cfg, tmp_path / "work", loss_curve)
+    metrics = train(job, tmp_path / "work", loss_curve)
     assert metrics["steps"] == 30
     loss_curve.assert_falls(0.92)  # as the unpacked tiny run: about 7.4 -> 6.6
     assert metrics["evalLoss"] is not None

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kubetune_trainer.config import LoraSpec, TrainingSpec
+from kubetune_api import LoraSpec
 from kubetune_trainer.errors import ExitCode, TrainerError
 from kubetune_trainer.peft_config import check_precision, to_lora_config, to_training_arguments
 
@@ -41,20 +41,37 @@ def test_lora_converter_rejects_unknown_modules(tiny_model) -> None:
     assert info.value.exit_code == ExitCode.INVALID_CONFIG
 
 
-def test_training_arguments_converter(tmp_path: Path) -> None:
-    spec = TrainingSpec(max_steps=7, learning_rate=1e-3, warmup_ratio=0.1, batch_size=2, eval_steps=3)
-    args = to_training_arguments(spec, tmp_path, has_eval=True)
+def test_training_arguments_converter(tmp_path: Path, make_input) -> None:
+    training = {"maxSteps": 7, "learningRate": 1e-3, "warmupRatio": 0.1, "batchSize": 2, "evalSteps": 3}
+    args = to_training_arguments(make_input("/m", "/o", training=training).spec, tmp_path, has_eval=True)
     assert args.max_steps == 7 and args.learning_rate == 1e-3 and args.warmup_steps == 0.1
     assert args.per_device_train_batch_size == 2
     assert args.eval_strategy == "steps" and args.eval_steps == 3
-    assert args.save_strategy == "no" and not args.bf16
+    # The API's default: a checkpoint every 100 steps.
+    assert args.save_strategy == "steps" and args.save_steps == 100
+    assert not args.bf16 and args.logging_steps == 1
     assert args.include_num_input_tokens_seen == "non_padding"
 
 
-def test_training_arguments_epochs_without_eval(tmp_path: Path) -> None:
-    args = to_training_arguments(TrainingSpec(epochs=2, precision="bf16"), tmp_path, has_eval=False)
+def test_training_arguments_epochs_without_eval(tmp_path: Path, make_input) -> None:
+    spec = make_input("/m", "/o", training={"epochs": 2, "precision": "bf16"}).spec
+    args = to_training_arguments(spec, tmp_path, has_eval=False)
     assert args.max_steps == -1 and args.num_train_epochs == 2 and args.bf16
     assert args.eval_strategy == "no"
+
+
+def test_without_a_length_training_runs_one_epoch(tmp_path: Path, make_input) -> None:
+    args = to_training_arguments(make_input("/m", "/o", training={}).spec, tmp_path, has_eval=False)
+    assert args.max_steps == -1 and args.num_train_epochs == 1.0
+
+
+@pytest.mark.parametrize(("gpus", "bf16"), [(0, False), (1, True)])
+def test_auto_precision_is_bf16_on_gpus_and_fp32_on_the_cpu(
+    tmp_path: Path, make_input, gpus: int, bf16: bool
+) -> None:
+    spec = make_input("/m", "/o", training={"precision": "auto"}, resources={"gpusPerNode": gpus}).spec
+    args = to_training_arguments(spec, tmp_path, has_eval=False)
+    assert args.bf16 is bf16 and not args.fp16
 
 
 def test_fp16_needs_a_gpu() -> None:

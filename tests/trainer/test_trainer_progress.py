@@ -51,10 +51,12 @@ def test_kubernetes_sink_throttles_and_always_sends_the_end() -> None:
     sink.progress({"step": 4})  # 11 s after the first: sent
     sink.progress({"step": 5}, final=True)  # final: sent despite the throttle
     sink.progress({"step": 6})  # throttled, kept pending
-    sink.metrics({"trainLoss": 0.5})  # carries the pending progress with the metrics
+    sink.metrics({"evalLoss": 0.25, "trainLoss": 0.5})  # carries the pending progress with the metrics
     bodies = [args[5] for args, _ in api.calls]
     assert [b["status"].get("progress", {}).get("step") for b in bodies] == [1, 4, 5, 6]
-    assert bodies[-1]["status"]["metrics"] == {"trainLoss": 0.5}
+    # The live evaluation metrics, in progress.metrics; status.metrics is the operator's to write.
+    assert bodies[-1]["status"]["progress"]["metrics"] == {"evalLoss": 0.25}
+    assert "metrics" not in bodies[-1]["status"]
     args, kwargs = api.calls[0]
     assert args[:5] == ("kubetune.dev", "v1alpha1", "ns", "finetunejobs", "job")
     assert kwargs["_content_type"] == "application/merge-patch+json"

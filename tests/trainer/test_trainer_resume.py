@@ -147,7 +147,7 @@ def test_a_resumed_run_keeps_and_ends_on_its_best_checkpoint(
     it is kept in storage and is what the run saves at the end. The tiny model never answers a tone
     right, so exact match stays 0 and the first evaluation (step 4) stays the best."""
     config = _config(make_config, tiny_model_dir, tmp_path / "out", maxSteps=40, evalSteps=4)
-    config["evaluation"] = {
+    config["spec"]["evaluation"] = {
         "metrics": ["exactMatch"],
         "samples": 4,
         "maxNewTokens": 2,
@@ -196,8 +196,8 @@ def test_a_full_fine_tune_resumes_its_weights_and_optimizer(
         cfg = _config(
             make_config, tiny_model_dir, tmp_path / out, maxSteps=30, saveSteps=100, learningRate=1e-3
         )
-        cfg["method"] = "full"
-        del cfg["lora"]
+        cfg["spec"]["method"] = "full"
+        del cfg["spec"]["lora"]
         return cfg
 
     assert _start(config("plain-out"), tmp_path / "plain").wait(timeout=600) == 0

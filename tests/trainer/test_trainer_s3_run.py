@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from kubetune_trainer.config import parse_config
 from kubetune_trainer.progress import JsonFileSink
 from kubetune_trainer.storage import S3Location, Storage, parse_uri
 
@@ -23,7 +22,7 @@ def s3_env(cluster_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.mark.cluster
 def test_train_and_export_through_s3(
-    tmp_path: Path, s3_env: str, tiny_model_dir: Path, tone_dir: Path, make_config
+    tmp_path: Path, s3_env: str, tiny_model_dir: Path, tone_dir: Path, make_input
 ) -> None:
     from kubetune_trainer.export import export
     from kubetune_trainer.train import train
@@ -32,25 +31,23 @@ def test_train_and_export_through_s3(
     storage = Storage()
     storage.upload_dir(tiny_model_dir, f"{root}/models/tiny")
     storage.upload_file(tone_dir / "train.jsonl", f"{root}/data/train.jsonl")
-    cfg = parse_config(
-        make_config(
-            f"{root}/models/tiny/",
-            f"{root}/runs/tone",
-            dataset={
-                "trainUri": f"{root}/data/train.jsonl",
-                "evalRatio": 0.1,
-                "textTemplate": "{phrase} => {tone}",
-            },
-            training={"maxSteps": 5, "learningRate": 1e-2, "batchSize": 8, "maxSeqLength": 48},
-            export={"precision": "fp32", "parityPrompts": 4},
-        )
+    job = make_input(
+        f"{root}/models/tiny/",
+        f"{root}/runs/tone",
+        dataset={
+            "trainUri": f"{root}/data/train.jsonl",
+            "evalRatio": 0.1,
+            "textTemplate": "{phrase} => {tone}",
+        },
+        training={"maxSteps": 5, "learningRate": 1e-2, "batchSize": 8, "maxSeqLength": 48},
+        export={"onnx": {"precision": "fp32"}, "parityPrompts": 4},
     )
-    metrics = train(cfg, tmp_path / "train", JsonFileSink(tmp_path / "progress.jsonl"))
+    metrics = train(job, tmp_path / "train", JsonFileSink(tmp_path / "progress.jsonl"))
     assert metrics["steps"] == 5 and metrics["evalSamples"] == 24
-    manifest = export(cfg, tmp_path / "export")
+    manifest = export(job, tmp_path / "export")
 
     stored = json.loads(storage.download(f"{root}/runs/tone/manifest.json", tmp_path / "m").read_text())
-    assert stored["specHash"] == manifest["specHash"] == cfg.spec_hash()
+    assert stored["specHash"] == manifest["specHash"] == job.spec.spec_digest()
     location = parse_uri(f"{root}/runs/tone/")
     assert isinstance(location, S3Location)
     keys = set(storage.list_keys(location))

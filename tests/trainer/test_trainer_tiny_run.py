@@ -3,36 +3,46 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubetune_trainer.config import parse_config
+from kubetune_api import TrainerInput, parse_trainer_input
+from kubetune_api.layout import ADAPTER_DIR, MANIFEST_FILE, MERGED_DIR, ONNX_DIR, RESULT_FILE
 from kubetune_trainer.progress import JsonFileSink
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, make_config) -> dict[str, Any]:
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, make_input) -> dict[str, Any]:
     from kubetune_trainer.train import train
 
     root = tmp_path_factory.mktemp("tiny-run")
-    cfg = parse_config(
-        make_config(
-            str(tiny_model_dir),
-            str(root / "out"),
-            training={
-                "maxSteps": 30,
-                "learningRate": 1e-2,
-                "batchSize": 8,
-                "maxSeqLength": 64,
-                "evalSteps": 10,
-            },
-        )
+    job = make_input(
+        str(tiny_model_dir),
+        str(root / "out"),
+        training={"maxSteps": 30, "learningRate": 1e-2, "batchSize": 8, "maxSeqLength": 64, "evalSteps": 10},
     )
     sink = JsonFileSink(root / "progress.jsonl")
-    metrics = train(cfg, root / "work", sink)
-    return {"cfg": cfg, "root": root, "metrics": metrics, "events": sink.read()}
+    metrics = train(job, root / "work", sink)
+    return {"job": job, "root": root, "metrics": metrics, "events": sink.read()}
+
+
+def with_export(job: TrainerInput, **export: Any) -> TrainerInput:
+    """The same run with export settings changed (the run id stays: the export reads its adapter)."""
+    data = job.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["spec"]["export"] = {**data["spec"]["export"], **export}
+    return parse_trainer_input(data)
+
+
+def export_elsewhere(tiny_run: dict[str, Any], tmp_path: Path, **export: Any) -> tuple[TrainerInput, Path]:
+    """The trained run's adapter copied to a fresh output root, and the run pointed at it with the
+    export settings changed: an export whose outputs are its own."""
+    out = tmp_path / "out"
+    shutil.copytree(tiny_run["root"] / "out" / ADAPTER_DIR, out / ADAPTER_DIR)
+    job = with_export(tiny_run["job"], **export)
+    return job.model_copy(update={"run": job.run.model_copy(update={"output_root": str(out)})}), out
 
 
 def test_training_lowers_the_loss(tiny_run: dict[str, Any]) -> None:
@@ -61,7 +71,10 @@ def test_progress_events_are_monotonic(tiny_run: dict[str, Any]) -> None:
     assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 30
     assert all(e["totalSteps"] == 30 for e in events)
     percents = [e["progressPercentage"] for e in events]
-    assert percents == sorted(percents) and percents[-1] == 100.0
+    assert percents == sorted(percents) and percents[-1] == 100
+    assert all(isinstance(p, int) for p in percents)
+    # The snapshots' keys are the API's Progress fields.
+    assert all(e["updateTime"].endswith("Z") for e in events)
     assert any(e.get("evalLoss") is not None for e in events)
     assert all(e["tokensPerSecond"] > 0 for e in events if e["step"] > 0)
     etas = [e["estimatedRemainingSeconds"] for e in events if e["step"] > 0]
@@ -74,13 +87,13 @@ def test_export_builds_onnx_with_parity(tiny_run: dict[str, Any]) -> None:
 
     from kubetune_trainer.export import export
 
-    manifest = export(tiny_run["cfg"], tiny_run["root"] / "work")
+    manifest = export(tiny_run["job"], tiny_run["root"] / "work")
     out = tiny_run["root"] / "out"
     og.Model(str(out / "onnx"))  # loads in ONNX Runtime GenAI
     parity = manifest["parity"]
     assert parity["prompts"] == 8 and parity["parity"] == 1.0 and parity["tokenizerAgreement"] == 1.0
     stored = json.loads((out / "manifest.json").read_text())
-    assert stored["runId"] == "run-1" and stored["specHash"] == tiny_run["cfg"].spec_hash()
+    assert stored["runId"] == "run-1" and stored["specHash"] == tiny_run["job"].spec.spec_digest()
     assert stored["lora"]["r"] == 8 and stored["dataset"]["sha256"]["train"]
     onnx_files = {f["path"]: f for f in stored["files"]["onnx"]}
     assert {"model.onnx", "genai_config.json", "tokenizer.json"} <= set(onnx_files)
@@ -91,9 +104,8 @@ def test_export_builds_onnx_with_parity(tiny_run: dict[str, Any]) -> None:
 def test_export_swappable_onnx_adapter(tiny_run: dict[str, Any]) -> None:
     from kubetune_trainer.export import export
 
-    data = tiny_run["cfg"].model_dump(by_alias=True)
-    data["export"] = {**data["export"], "onnxAdapter": True}
-    manifest = export(parse_config(data), tiny_run["root"] / "work")
+    job = with_export(tiny_run["job"], onnx={"precision": "fp32", "adapter": True})
+    manifest = export(job, tiny_run["root"] / "work")
     # The adapter switched on in the LoRA-input model generates exactly what the merged model does.
     assert manifest["parity"]["adapterParity"] == 1.0
     assert manifest["parity"]["accuracyOnnxAdapter"] == manifest["parity"]["accuracyOnnx"]
@@ -101,8 +113,52 @@ def test_export_swappable_onnx_adapter(tiny_run: dict[str, Any]) -> None:
     assert {"adapter.onnx_adapter", "model/model.onnx", "model/genai_config.json"} <= paths
 
 
+def test_export_without_the_merged_model_uploads_no_merged_folder(
+    tiny_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """export.mergedModel false: the merged weights only feed the ONNX builder."""
+    from kubetune_trainer.export import export
+    from kubetune_trainer.manifest import result_document
+
+    job, out = export_elsewhere(tiny_run, tmp_path, mergedModel=False)
+    manifest = export(job, tmp_path / "work")
+    assert not (out / MERGED_DIR).exists()
+    assert set(manifest["files"]) == {ADAPTER_DIR, ONNX_DIR}
+    assert manifest["export"]["mergedModel"] is False
+    assert manifest["parity"]["parity"] == 1.0  # the ONNX model was still built from the merged weights
+    document = json.loads(result_document(job, manifest, tmp_path / "work" / "export" / MANIFEST_FILE))
+    assert {a["kind"] for a in document["artifacts"]} == {"adapter", "onnx", "manifest"}
+
+
+def test_export_without_onnx_builds_none_and_reports_no_parity(
+    tiny_run: dict[str, Any], tmp_path: Path
+) -> None:
+    from kubetune_trainer.export import export
+    from kubetune_trainer.manifest import result_document
+
+    job, out = export_elsewhere(tiny_run, tmp_path, onnx={"enabled": False})
+    manifest = export(job, tmp_path / "work")
+    assert not (out / ONNX_DIR).exists() and not (tmp_path / "work" / "export" / ONNX_DIR).exists()
+    timings = manifest["export"]["timings"]
+    assert manifest["parity"] is None and "buildSeconds" not in timings and "paritySeconds" not in timings
+    assert set(manifest["files"]) == {ADAPTER_DIR, MERGED_DIR}
+    assert "model.safetensors" in {f["path"] for f in manifest["files"][MERGED_DIR]}
+    assert json.loads((out / MANIFEST_FILE).read_text())["parity"] is None
+    document = json.loads(result_document(job, manifest, tmp_path / "work" / "export" / MANIFEST_FILE))
+    assert {a["kind"] for a in document["artifacts"]} == {"adapter", "merged", "manifest"}
+    assert document["metrics"] == {}  # no parity figures
+
+
+def test_the_stored_result_names_the_adapter(tiny_run: dict[str, Any]) -> None:
+    out = tiny_run["root"] / "out"
+    stored = json.loads((out / RESULT_FILE).read_text())
+    assert stored["steps"] == 30 and stored["runId"] == "run-1"
+    [artifact] = stored["artifacts"]
+    assert artifact["kind"] == "adapter" and artifact["uri"] == f"{out}/{ADAPTER_DIR}"
+
+
 def test_bf16_with_gradient_checkpointing_trains_on_cpu(
-    tmp_path: Path, tiny_model_dir: Path, make_config
+    tmp_path: Path, tiny_model_dir: Path, make_input
 ) -> None:
     from safetensors.numpy import load_file
 
@@ -117,8 +173,9 @@ def test_bf16_with_gradient_checkpointing_trains_on_cpu(
         "precision": "bf16",
         "gradientCheckpointing": True,
     }
-    cfg = parse_config(make_config(str(tiny_model_dir), str(tmp_path / "out"), training=training))
-    assert train(cfg, tmp_path / "work", LoggingSink())["steps"] == 3
+    job = make_input(str(tiny_model_dir), str(tmp_path / "out"), training=training)
+    assert job.spec.training_precision == "bf16" and job.spec.training.gradient_checkpointing
+    assert train(job, tmp_path / "work", LoggingSink())["steps"] == 3
     # LoRA B starts at zero: non-zero B proves gradients flowed through the checkpointed layers.
     weights = load_file(str(tmp_path / "out" / "adapter" / "adapter_model.safetensors"))
     assert any(abs(w).max() > 0 for key, w in weights.items() if "lora_B" in key)

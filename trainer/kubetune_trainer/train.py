@@ -392,7 +392,7 @@ def train(job: TrainerInput, workdir: Path, sink: ProgressSink, storage: Storage
             "trainSamples": len(inputs.train_set),
             "evalSamples": len(inputs.eval_set),
             # How many held-out rows the task metrics were scored on (a seeded sample, or all).
-            "taskMetricRows": len(inputs.answer_rows) if session.trainer.answer_evaluator else None,
+            "taskMetricRows": len(inputs.answer_rows) if spec.evaluation is not None else None,
             "trainableParameters": session.trainable,
             "evalAccuracyBefore": accuracy_before,
             "evalAccuracyAfter": accuracy_after,
