@@ -18,9 +18,14 @@ pytestmark = pytest.mark.cluster
 STEPS = 240
 
 
-def _training(s3_seeded: dict[str, str]) -> dict[str, Any]:
+# The suspend test needs a run that cannot end before its suspend takes effect: on a quiet machine
+# the tiny model trains 240 steps in about 5 s, less than a status report, a suspend and a SIGTERM take.
+SUSPEND_STEPS = 2000
+
+
+def _training(s3_seeded: dict[str, str], steps: int = STEPS, save_steps: int = 100) -> dict[str, Any]:
     base = tiny_job("x", s3_seeded)["spec"]["training"]
-    return {**base, "maxSteps": STEPS, "saveSteps": 100, "learningRate": 5e-3, "loggingSteps": 1}
+    return {**base, "maxSteps": steps, "saveSteps": save_steps, "learningRate": 5e-3, "loggingSteps": 1}
 
 
 def _trainer_pod(core: client.CoreV1Api, namespace: str, job: str) -> client.V1Pod | None:
@@ -140,7 +145,8 @@ def test_a_suspended_job_checkpoints_and_resumes_where_it_stopped(
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
 ) -> None:
-    apply_ftj(custom, workspace, tiny_job("pausing", s3_seeded, training=_training(s3_seeded)))
+    training = _training(s3_seeded, steps=SUSPEND_STEPS, save_steps=500)
+    apply_ftj(custom, workspace, tiny_job("pausing", s3_seeded, training=training))
     pod = wait_for(
         lambda: (
             _trainer_pod(core, workspace, "pausing-train")
@@ -162,10 +168,10 @@ def test_a_suspended_job_checkpoints_and_resumes_where_it_stopped(
     wait_phase(custom, workspace, "pausing", {"Suspended"}, 120)
     _wait_gone(core, workspace, pod.metadata.name)
     checkpoint = _last_checkpoint(custom, workspace, "pausing")
-    assert seen <= checkpoint["step"] < STEPS, checkpoint
+    assert seen <= checkpoint["step"] < SUSPEND_STEPS, checkpoint
 
     set_suspend(False)
     status = wait_phase(custom, workspace, "pausing", {"Succeeded", "Failed"}, 900)["status"]
     assert status["phase"] == "Succeeded", status
     assert status["metrics"]["resumedFromStep"] == checkpoint["step"]
-    assert status["progress"]["step"] == STEPS
+    assert status["progress"]["step"] == SUSPEND_STEPS
