@@ -88,6 +88,12 @@ SecretKey = Annotated[
     Cel.regex("^[-._a-zA-Z0-9]+$", "must be a Secret data key (letters, digits, '-', '_', '.')"),
 ]
 ModuleName = Annotated[str, Field(min_length=1, max_length=256)]
+# A name that is also a label value (Kueue reads queue and priority class names from labels).
+KubernetesName = Annotated[
+    str,
+    Field(min_length=1, max_length=63),
+    Cel.regex(_DNS_SUBDOMAIN, "must be a lowercase DNS name (letters, digits, '-', '.')"),
+]
 
 # The Kubernetes quantity grammar, as controller-gen emits it for resource.Quantity.
 _QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"  # noqa: E501

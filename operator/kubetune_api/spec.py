@@ -12,6 +12,7 @@ from pydantic import (
 
 from kubetune_api.base import (
     ApiModel,
+    KubernetesName,
     nested_default,
 )
 from kubetune_api.cel import Cel
@@ -135,11 +136,32 @@ class FineTuneJobSpec(ApiModel):
     resources: ResourcesSpec = nested_default(ResourcesSpec, "Compute for the trainer pods.")
     export: ExportSpec = nested_default(ExportSpec, "Artifacts built after training.")
     output: OutputSpec = Field(description="Where artifacts and checkpoints are written.")
+    queue_name: Annotated[
+        KubernetesName | None, Cel.immutable("queueName is immutable; create a new FineTuneJob")
+    ] = Field(
+        default=None,
+        description="Kueue LocalQueue that admits this job's workloads (trainer and export). Unset: the "
+        "kueue.x-k8s.io/queue-name label of the FineTuneJob, if any; otherwise not queued. Immutable.",
+    )
+    workload_priority_class_name: KubernetesName | None = Field(
+        default=None,
+        description="Kueue WorkloadPriorityClass of the queued workloads (their priority in the queue, "
+        "and who may preempt whom). Unset: the kueue.x-k8s.io/priority-class label, if any.",
+    )
     active_deadline_seconds: int | None = Field(
-        default=None, ge=1, description="Fail the job if it runs longer than this (all Jobs together)."
+        default=None,
+        ge=1,
+        description="Fail the job if it runs longer than this, counted from the first start of training "
+        "and covering every Job of the run (trainer restarts and export included; time spent queued "
+        "before the first start is not counted). Edits apply to the running workload.",
     )
     backoff_limit: int = Field(
-        default=2, ge=0, le=100, description="Retries of a failed trainer pod (preemptions are not counted)."
+        default=2,
+        ge=0,
+        le=100,
+        description="Retries of a failed trainer (preemptions and checkpointed stops are not counted); "
+        "for nodes > 1, restarts of the whole group. Edits apply to a running single-node trainer; a "
+        "multi-node group keeps the value it started with (see the BackoffLimitApplied condition).",
     )
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, description="Delete the FineTuneJob this long after it finished; unset: keep it."
@@ -151,7 +173,14 @@ class FineTuneJobSpec(ApiModel):
 
     # Lifecycle knobs: changing them must not start a new run (and resuming must keep the checkpoints).
     RUN_ID_EXCLUDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"suspend", "active_deadline_seconds", "backoff_limit", "ttl_seconds_after_finished"}
+        {
+            "suspend",
+            "active_deadline_seconds",
+            "backoff_limit",
+            "ttl_seconds_after_finished",
+            "queue_name",
+            "workload_priority_class_name",
+        }
     )
 
     @property

@@ -20,6 +20,8 @@ class Phase(StrEnum):
     """Coarse state of a FineTuneJob."""
 
     PENDING = "Pending"
+    # Waiting for Kueue to admit the trainer or export workload (quota, priority, preemption).
+    QUEUED = "Queued"
     TRAINING = "Training"
     EXPORTING = "Exporting"
     SUCCEEDED = "Succeeded"
@@ -35,6 +37,12 @@ class ConditionType(StrEnum):
     STALLED = "Stalled"
     TRAINED = "Trained"
     EXPORTED = "Exported"
+    # Set for queued jobs: Kueue's own reason and message from the Workload's conditions.
+    ADMITTED = "Admitted"
+    # The unfinished stage's pods: False with the scheduler's, quota's or kubelet's reason.
+    PODS_READY = "PodsReady"
+    # False while a backoffLimit edit cannot reach the running workload.
+    BACKOFF_LIMIT_APPLIED = "BackoffLimitApplied"
 
 
 class ConditionStatus(StrEnum):

@@ -82,6 +82,10 @@ SINGULAR = "finetunejob"
 SHORT_NAMES = ("ftj",)
 CATEGORIES = ("kubetune",)
 
+# Kueue's labels, also honoured on the FineTuneJob itself (spec fields win).
+QUEUE_NAME_LABEL = "kueue.x-k8s.io/queue-name"
+PRIORITY_CLASS_LABEL = "kueue.x-k8s.io/priority-class"
+
 # Child Job names append a suffix and the 12-character run id to the FineTuneJob's name, and Job names
 # end up in 63-character label values, so the name must leave room for both.
 NAME_MAX_LENGTH = 40
@@ -129,6 +133,17 @@ class FineTuneJob(ApiModel):
 
     def spec_hash(self) -> str:
         return self.spec.spec_hash()
+
+    @property
+    def queue_name(self) -> str | None:
+        """The Kueue LocalQueue of this job's workloads; None when it is not queued."""
+        return self.spec.queue_name or self.metadata.labels.get(QUEUE_NAME_LABEL) or None
+
+    @property
+    def workload_priority_class(self) -> str | None:
+        return (
+            self.spec.workload_priority_class_name or self.metadata.labels.get(PRIORITY_CLASS_LABEL) or None
+        )
 
 
 def describe_errors(exc: ValidationError) -> str:

@@ -7,12 +7,13 @@ serves the Kopf indexes and the tests.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from kubetune_api import FineTuneJob
 from kubetune_operator.builders import names
+from kubetune_operator.scheduling import Admission, Problem, admission, event_problem, pod_problem
 
 # Set by the Job controller on each of its pods.
 JOB_NAME_LABEL = "job-name"
@@ -57,6 +58,14 @@ class ChildJob:
     completion_time: str | None = None
     completions: int = 1  # pods that must succeed: resources.nodes for the trainer
     outcomes: tuple[ContainerOutcome, ...] = field(default_factory=tuple)
+    kind: str = "Job"  # or JobSet (a multi-node trainer)
+    backoff_limit: int | None = None  # Job: spec.backoffLimit; JobSet: failurePolicy.maxRestarts
+    active_deadline_seconds: int | None = None
+    restarts: int = 0  # JobSet: group restarts so far
+    # Set when the child is queued: its Kueue Workload (None until Kueue made one).
+    admission: Admission | None = None
+    # Why its pods do not run, when they don't.
+    problem: Problem | None = None
 
     @property
     def done(self) -> bool:
@@ -86,20 +95,56 @@ class ChildJob:
 class Observed:
     trainer: ChildJob | None = None
     exporter: ChildJob | None = None
+    # Whether the API server serves JobSets (multi-node runs need them).
+    jobset_available: bool = True
 
 
-def observe(ftj: FineTuneJob, jobs: list[dict[str, Any]], pods: list[dict[str, Any]]) -> Observed:
-    """The trainer and export Jobs of a FineTuneJob, among its child Jobs and pods (from the indexes)."""
-    by_job: dict[str, list[dict[str, Any]]] = {}
-    for pod in pods:
-        job_name = ((pod.get("metadata") or {}).get("labels") or {}).get(JOB_NAME_LABEL, "")
-        by_job.setdefault(job_name, []).append(pod)
-    found = {(j.get("metadata") or {}).get("name"): j for j in jobs}
+@dataclass(frozen=True)
+class Children:
+    """A FineTuneJob's raw children, as the operator's indexes hold them."""
 
-    def one(name: str) -> ChildJob | None:
-        return child_job(found[name], by_job.get(name, [])) if name in found else None
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    jobsets: list[dict[str, Any]] = field(default_factory=list)
+    # Kueue Workloads and Events, by the name of the Job or JobSet they are about.
+    workloads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
-    return Observed(trainer=one(names.trainer_job_name(ftj)), exporter=one(names.export_job_name(ftj)))
+
+def observe(ftj: FineTuneJob, raw: Children, jobset_available: bool = True) -> Observed:
+    """The trainer (a Job, or a JobSet for nodes > 1) and the export Job of a FineTuneJob."""
+    by_label: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for pod in raw.pods:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        for label in (JOB_NAME_LABEL, names.JOBSET_NAME_LABEL):
+            if label in labels:
+                by_label.setdefault((label, labels[label]), []).append(pod)
+    jobs = {(j.get("metadata") or {}).get("name"): j for j in raw.jobs}
+    jobsets = {(j.get("metadata") or {}).get("name"): j for j in raw.jobsets}
+
+    def signals(child: ChildJob, event_sources: list[str]) -> ChildJob:
+        workload = raw.workloads.get(child.name)
+        events = [e for source in event_sources for e in raw.events.get(source, [])]
+        pending = [p for n in event_sources for p in by_label.get((JOB_NAME_LABEL, n), [])]
+        problem = None
+        if not child.done and not child.failed_reason and not child.ready:
+            problem = pod_problem(pending) or (event_problem(events) if not child.active else None)
+        return replace(child, admission=admission(workload) if workload else None, problem=problem)
+
+    trainer_name, export_name = names.trainer_job_name(ftj), names.export_job_name(ftj)
+    trainer: ChildJob | None = None
+    if trainer_name in jobsets:
+        group_pods = by_label.get((names.JOBSET_NAME_LABEL, trainer_name), [])
+        trainer = child_jobset(jobsets[trainer_name], group_pods)
+        trainer = signals(trainer, [names.trainer_group_job_name(ftj)])
+    elif trainer_name in jobs:
+        trainer = child_job(jobs[trainer_name], by_label.get((JOB_NAME_LABEL, trainer_name), []))
+        trainer = signals(trainer, [trainer_name])
+    exporter = None
+    if export_name in jobs:
+        exporter = child_job(jobs[export_name], by_label.get((JOB_NAME_LABEL, export_name), []))
+        exporter = signals(exporter, [export_name])
+    return Observed(trainer=trainer, exporter=exporter, jobset_available=jobset_available)
 
 
 def child_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> ChildJob:
@@ -122,6 +167,50 @@ def child_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> ChildJob:
         completion_time=status.get("completionTime"),
         completions=int((job.get("spec") or {}).get("completions") or 1),
         outcomes=tuple(o for pod in pods if (o := container_outcome(pod)) is not None),
+        backoff_limit=(job.get("spec") or {}).get("backoffLimit"),
+        active_deadline_seconds=(job.get("spec") or {}).get("activeDeadlineSeconds"),
+    )
+
+
+def child_jobset(jobset: dict[str, Any], pods: list[dict[str, Any]]) -> ChildJob:
+    """A JobSet as one child: its group's pods of the current restart attempt only, so the outcomes
+    of a group that was restarted do not count for the new one."""
+    meta, spec, status = jobset.get("metadata") or {}, jobset.get("spec") or {}, jobset.get("status") or {}
+    conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    failed, completed = conditions.get("Failed"), conditions.get("Completed")
+    restarts = int(status.get("restarts") or 0)
+    current = [p for p in pods if _labels(p).get(names.JOBSET_RESTART_LABEL, "0") == str(restarts)]
+    groups = status.get("replicatedJobsStatus") or []
+    completions = sum(
+        int(((rj.get("template") or {}).get("spec") or {}).get("completions") or 1)
+        * int(rj.get("replicas") or 1)
+        for rj in spec.get("replicatedJobs") or []
+    )
+    started = [s for p in current if (s := ((p.get("status") or {}).get("startTime"))) is not None]
+    return ChildJob(
+        name=meta.get("name", ""),
+        run_id=(meta.get("labels") or {}).get(names.RUN_ID_LABEL, ""),
+        kind="JobSet",
+        active=sum(
+            1
+            for p in current
+            if (p.get("status") or {}).get("phase") in ("Pending", "Running")
+            and not (p.get("metadata") or {}).get("deletionTimestamp")
+        ),
+        ready=sum(int(g.get("ready") or 0) for g in groups),
+        succeeded=sum(int(g.get("succeeded") or 0) for g in groups),
+        failed=sum(int(g.get("failed") or 0) for g in groups),
+        suspended=bool(spec.get("suspend")),
+        spec_suspend=bool(spec.get("suspend")),
+        complete=completed is not None,
+        failed_reason=failed.get("reason") if failed else None,
+        failed_message=failed.get("message") if failed else None,
+        start_time=_timestamp(min(started)) if started else None,
+        completion_time=_timestamp((completed or failed or {}).get("lastTransitionTime")) or None,
+        completions=completions,
+        outcomes=tuple(o for pod in current if (o := container_outcome(pod)) is not None),
+        backoff_limit=(spec.get("failurePolicy") or {}).get("maxRestarts"),
+        restarts=restarts,
     )
 
 
@@ -150,6 +239,10 @@ def container_outcome(pod: dict[str, Any]) -> ContainerOutcome | None:
                 disruption=disruption,
             )
     return None
+
+
+def _labels(obj: dict[str, Any]) -> dict[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
 
 
 def _timestamp(value: Any) -> str:

@@ -42,6 +42,15 @@ def new_status(ftj: FineTuneJob, decision: Decision, now: datetime) -> FineTuneJ
             condition(ConditionType.STALLED, T if phase == Phase.FAILED else F, *summary),
             condition(ConditionType.TRAINED, *decision.trained),
             condition(ConditionType.EXPORTED, *decision.exported),
+            *(
+                condition(type_, *state)
+                for type_, state in (
+                    (ConditionType.ADMITTED, decision.admitted),
+                    (ConditionType.PODS_READY, decision.pods_ready),
+                    (ConditionType.BACKOFF_LIMIT_APPLIED, decision.backoff_limit_applied),
+                )
+                if state is not None and not decision.finished
+            ),
         ],
         observed_generation=generation,
         run_id=ftj.spec_hash(),

@@ -100,11 +100,12 @@ def test_rules_are_the_operators_calls_and_no_more() -> None:
         ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
         ("", "pods"): {"get", "list", "watch"},
         ("", "configmaps"): {"get", "create", "delete"},
-        ("", "services"): {"get", "create", "delete"},
+        ("jobset.x-k8s.io", "jobsets"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("kueue.x-k8s.io", "workloads"): {"get", "list", "watch", "patch"},
         ("", "serviceaccounts"): {"get", "create"},
         ("rbac.authorization.k8s.io", "roles"): {"get", "create"},
         ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create"},
-        ("", "events"): {"create", "patch"},
+        ("", "events"): {"create", "patch", "list", "watch"},
         ("events.k8s.io", "events"): {"create", "patch"},
     }
     cluster = rules_of(one(render(), "ClusterRole"))

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from operator_cases import Edit, serialize, tiny
+from operator_cases import Edit, serialize, set_, tiny
+from spec_edits import apply
 
 from kubetune_api import FineTuneJob
-from kubetune_operator.builders import jobs, rbac
+from kubetune_operator.builders import jobs, jobset, rbac
 from kubetune_operator.settings import OperatorSettings
 
 SETTINGS = OperatorSettings(trainer_image="registry.example/kubetune:test")
@@ -26,11 +27,25 @@ JOB_BUILDERS: dict[str, Callable[[FineTuneJob, OperatorSettings], Any]] = {
 BUILDERS: dict[str, Builder] = {
     "trainer-job": lambda f: jobs.trainer_job(f, SETTINGS),
     "export-job": lambda f: jobs.export_job(f, SETTINGS),
+    # Two nodes of two GPUs, queued with a priority: the multi-node trainer as Kueue gets it.
+    "trainer-jobset": lambda f: jobset.trainer_jobset(queued_multi_node(f), SETTINGS),
     "configmap": jobs.config_map,
     "serviceaccount": rbac.service_account,
     "role": rbac.role,
     "rolebinding": rbac.role_binding,
 }
+
+
+MULTI_NODE_QUEUED = (
+    set_("spec.resources.nodes", 2),
+    set_("spec.resources.gpusPerNode", 2),
+    set_("spec.queueName", "team-a"),
+    set_("spec.workloadPriorityClassName", "high"),
+)
+
+
+def queued_multi_node(ftj: FineTuneJob) -> FineTuneJob:
+    return FineTuneJob.from_k8s(apply(ftj.model_dump(mode="json", by_alias=True), *MULTI_NODE_QUEUED))
 
 
 def pod_spec(job: dict[str, Any]) -> dict[str, Any]:

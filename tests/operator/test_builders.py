@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from builder_cases import BUILDERS, CREDENTIAL_VARS, JOB_BUILDERS, SETTINGS, build, container, env, pod_spec
+from builder_cases import BUILDERS, CREDENTIAL_VARS, JOB_BUILDERS, SETTINGS, build, container, env, pod_spec, queued_multi_node
 from operator_cases import NAMESPACE, UID, Edit, delete, serialize, set_, tiny
 
 from kubetune_operator.builders import jobs, names, rbac
@@ -110,7 +110,9 @@ def test_children_carry_the_finetunejob_and_run_id_labels(kind: str) -> None:
     ftj = tiny()
     labels = serialize(BUILDERS[kind](ftj))["metadata"]["labels"]
     assert labels[names.FINETUNEJOB_LABEL] == "tiny"
-    assert labels[names.RUN_ID_LABEL] == ftj.spec_hash()
+    # The JobSet case edits the run-defining resources first.
+    run_of = queued_multi_node(ftj) if kind == "trainer-jobset" else ftj
+    assert labels[names.RUN_ID_LABEL] == run_of.spec_hash()
     assert labels[names.MANAGED_BY_LABEL] == names.MANAGED_BY
     assert labels["app.kubernetes.io/name"] == "kubetune"
 

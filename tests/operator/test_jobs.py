@@ -177,51 +177,10 @@ def test_several_gpus_on_one_node_run_one_process_per_gpu() -> None:
     assert "completionMode" not in job["spec"] and "subdomain" not in pod_spec(job)
 
 
-def test_several_nodes_run_an_indexed_job_that_meets_at_pod_zero() -> None:
-    job = build("trainer", set_("spec.resources.gpusPerNode", 2), set_("spec.resources.nodes", 3))
-    spec = job["spec"]
-    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
-    assert pod_spec(job)["subdomain"] == "tiny-train"
-    assert pod_spec(job)["affinity"] == {
-        "podAntiAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": [
-                {
-                    "labelSelector": {"matchLabels": {"batch.kubernetes.io/job-name": "tiny-train"}},
-                    "topologyKey": "kubernetes.io/hostname",
-                }
-            ]
-        }
-    }
-    assert container(job)["command"] == [
-        "python",
-        "-m",
-        "kubetune_trainer.launch",
-        "--nproc-per-node=2",
-        "--nnodes=3",
-        "--node-rank=$(JOB_COMPLETION_INDEX)",
-        f"--master-addr=tiny-train-0.tiny-train.{NAMESPACE}.svc",
-        "--master-port=29500",
-        *TRAIN_ARGS,
-    ]
-
-
 def test_cpu_nodes_run_one_process_each() -> None:
     job = build("trainer", set_("spec.resources.gpusPerNode", 0), set_("spec.resources.nodes", 2))
     assert "--nproc-per-node=1" in container(job)["command"]
     assert GPU not in container(job)["resources"]["limits"]
-
-
-def test_the_headless_service_names_the_trainer_pods() -> None:
-    ftj = tiny(set_("spec.resources.nodes", 2))
-    service = serialize(jobs.trainer_service(ftj))
-    assert service["metadata"]["name"] == "tiny-train"
-    assert service["metadata"]["ownerReferences"][0]["kind"] == "FineTuneJob"
-    assert service["spec"] == {
-        "clusterIP": "None",
-        "selector": {"batch.kubernetes.io/job-name": "tiny-train"},
-        "publishNotReadyAddresses": True,
-        "ports": [{"name": "rendezvous", "port": 29500, "targetPort": 29500}],
-    }
 
 
 @dataclass(frozen=True)

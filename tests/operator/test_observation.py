@@ -5,7 +5,7 @@ from __future__ import annotations
 from child_cases import T_RUNNING, job, observed, pod
 from operator_cases import tiny
 
-from kubetune_operator.observation import observe
+from kubetune_operator.observation import Children, observe
 
 
 def test_pods_belong_to_the_job_their_job_name_label_names() -> None:
@@ -13,14 +13,14 @@ def test_pods_belong_to_the_job_their_job_name_label_names() -> None:
     trainer_job, _ = T_RUNNING
     exporter_job = job("exporter", active=1)
     pods = [pod("trainer", "tiny-train-a", 1, "Error", "boom"), pod("exporter", "tiny-export-a", 6, "Error")]
-    seen = observe(ftj, [trainer_job, exporter_job], pods)
+    seen = observe(ftj, Children(jobs=[trainer_job, exporter_job], pods=pods))
     assert seen.trainer is not None and seen.exporter is not None
     assert [o.pod for o in seen.trainer.outcomes] == ["tiny-train-a"]
     assert [o.pod for o in seen.exporter.outcomes] == ["tiny-export-a"]
 
 
 def test_no_jobs_no_children() -> None:
-    seen = observe(tiny(), [], [pod("trainer", "tiny-train-a", 1)])
+    seen = observe(tiny(), Children(pods=[pod("trainer", "tiny-train-a", 1)]))
     assert (seen.trainer, seen.exporter) == (None, None)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from child_cases import STALE_RUN, T_COMPLETE, T_RUNNING, T_SUSPENDED, Child, observed, with_run
+from child_cases import NOW, STALE_RUN, T_COMPLETE, T_RUNNING, T_SUSPENDED, Child, observed, with_run
 from operator_cases import set_, tiny
 
 from kubetune_api import FineTuneJob, FineTuneJobStatus, ObjectMeta
@@ -16,12 +16,14 @@ from kubetune_operator.services.reconcile import Reconciler
 class FakeChildren:
     def __init__(self) -> None:
         self.calls: list[tuple[str, ...]] = []
+        # Live edits of a running Job's limits (tests/operator/test_policy_queue.py covers them).
+        self.patches: list[tuple[str, dict[str, Any]]] = []
 
-    def create_trainer(self, ftj: FineTuneJob) -> bool:
+    def create_trainer(self, ftj: FineTuneJob, active_deadline_seconds: int | None = None) -> bool:
         self.calls.append(("create_trainer",))
         return True
 
-    def create_exporter(self, ftj: FineTuneJob) -> bool:
+    def create_exporter(self, ftj: FineTuneJob, active_deadline_seconds: int | None = None) -> bool:
         self.calls.append(("create_exporter",))
         return True
 
@@ -33,6 +35,15 @@ class FakeChildren:
 
     def set_suspend(self, ftj: FineTuneJob, job_name: str, suspend: bool) -> None:
         self.calls.append(("set_suspend", job_name, str(suspend)))
+
+    def patch_job(self, ftj: FineTuneJob, job_name: str, patch: dict[str, Any]) -> None:
+        self.patches.append((job_name, patch))
+
+    def set_workload_active(self, ftj: FineTuneJob, workload: str, active: bool) -> None:
+        self.calls.append(("set_workload_active", workload, str(active)))
+
+    def delete_child(self, ftj: FineTuneJob, kind: str, name: str) -> None:
+        self.calls.append(("delete_child", kind, name))
 
 
 class FakeWriter:
@@ -50,14 +61,14 @@ def run_pass(
     ftj: FineTuneJob, trainer: Child | None
 ) -> tuple[list[tuple[str, ...]], list[str], list[tuple[FineTuneJobStatus, bool]]]:
     children, writer = FakeChildren(), FakeWriter()
-    result = Reconciler(children, writer).reconcile(ftj, observed(ftj, trainer, None))  # type: ignore[arg-type]
+    result = Reconciler(children, writer, clock=lambda: NOW).reconcile(ftj, observed(ftj, trainer, None))  # type: ignore[arg-type]
     return children.calls, [e.reason for e in result.events], writer.writes
 
 
 @pytest.mark.parametrize(
     ("edits", "trainer", "calls", "events"),
     [
-        ((), None, [("create_trainer",)], ["CreatedTrainerJob", "Pending"]),
+        ((), None, [("create_trainer",)], ["CreatedTrainer", "Pending"]),
         ((), T_COMPLETE, [("create_exporter",)], ["CreatedExportJob", "Exporting"]),
         ((), with_run(T_RUNNING, STALE_RUN), [("delete_run",)], ["SpecChanged", "Pending"]),
         (

@@ -109,6 +109,15 @@ Secrets are deliberately absent: trainer pods read S3 credentials through secret
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Multi-node trainers: a JobSet (created, suspended/resumed by patch, deleted like the Jobs).
+- apiGroups: ["jobset.x-k8s.io"]
+  resources: ["jobsets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Kueue's Workloads of queued trainers and exports: read for Kueue's verdict, and patched
+# (spec.active) to carry the user's spec.suspend.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list", "watch", "patch"]
 # The Jobs' pods are only observed (progress, exit codes, termination messages).
 - apiGroups: [""]
   resources: ["pods"]
@@ -116,10 +125,6 @@ Secrets are deliberately absent: trainer pods read S3 credentials through secret
 # Each run's trainer config.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create", "delete"]
-# Multi-node runs: a headless Service that names each trainer pod for the rendezvous.
-- apiGroups: [""]
-  resources: ["services"]
   verbs: ["get", "create", "delete"]
 # Each FineTuneJob's trainer identity: a ServiceAccount, and a Role + RoleBinding that allow it
 # get/patch on that one FineTuneJob's status.
@@ -129,10 +134,11 @@ Secrets are deliberately absent: trainer pods read S3 credentials through secret
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["get", "create"]
-# Events on FineTuneJobs (Kopf posts through the core API; newer clients use events.k8s.io).
+# Events on FineTuneJobs (Kopf posts through the core API; newer clients use events.k8s.io). The
+# Job controller's FailedCreate Events are watched: they say why a quota refused the pods.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "patch", "list", "watch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -42,8 +42,8 @@ def is_distributed(ftj: FineTuneJob) -> bool:
 
 
 def trainer_command(ftj: FineTuneJob) -> list[str]:
-    """One process, or torchrun with one process per GPU on each pod. Pods find each other through the
-    headless Service: pod 0 (`<job>-0.<service>.<namespace>.svc`) hosts the rendezvous."""
+    """One process, or torchrun with one process per GPU on each pod. The pods of a multi-node JobSet
+    find each other through its headless Service: pod 0 hosts the rendezvous."""
     train = ["-m", "kubetune_trainer.train", "--config", names.CONFIG_PATH]
     if not is_distributed(ftj):
         return ["python", *train]
@@ -57,140 +57,128 @@ def trainer_command(ftj: FineTuneJob) -> list[str]:
     ]
     if resources.nodes == 1:
         return [*launcher, "--standalone", *train]
-    job = names.trainer_job_name(ftj)
-    master = f"{job}-0.{names.trainer_service_name(ftj)}.{ftj.metadata.namespace}.svc"
     return [
         *launcher,
         f"--nnodes={resources.nodes}",
         # The Job controller sets JOB_COMPLETION_INDEX (0..nodes-1) in each pod of an Indexed Job.
         "--node-rank=$(JOB_COMPLETION_INDEX)",
-        f"--master-addr={master}",
+        f"--master-addr={names.rendezvous_host(ftj)}",
         f"--master-port={RENDEZVOUS_PORT}",
         *train,
     ]
 
 
-def trainer_service(ftj: FineTuneJob) -> client.V1Service:
-    """Headless Service that gives each trainer pod of a multi-node run a DNS name."""
-    return client.V1Service(
-        api_version="v1",
-        kind="Service",
-        metadata=names.child_metadata(ftj, names.trainer_service_name(ftj), names.TRAINER),
-        spec=client.V1ServiceSpec(
-            cluster_ip="None",
-            selector={"batch.kubernetes.io/job-name": names.trainer_job_name(ftj)},
-            # The rendezvous happens before any pod is ready.
-            publish_not_ready_addresses=True,
-            ports=[
-                client.V1ServicePort(name="rendezvous", port=RENDEZVOUS_PORT, target_port=RENDEZVOUS_PORT)
-            ],
+def trainer_job(
+    ftj: FineTuneJob, settings: OperatorSettings, active_deadline_seconds: int | None = None
+) -> client.V1Job:
+    """The single-node trainer (nodes > 1 runs as a JobSet: builders/jobset.py)."""
+    return _job(
+        ftj,
+        names.trainer_job_name(ftj),
+        names.TRAINER,
+        job_spec(
+            ftj,
+            settings,
+            component=names.TRAINER,
+            command=trainer_command(ftj),
+            gpus=ftj.spec.resources.gpus_per_node,
+            backoff_limit=ftj.spec.backoff_limit,
+            active_deadline_seconds=active_deadline_seconds,
         ),
     )
 
 
-def trainer_job(ftj: FineTuneJob, settings: OperatorSettings) -> client.V1Job:
-    return _job(
-        ftj,
-        settings,
-        name=names.trainer_job_name(ftj),
-        component=names.TRAINER,
-        command=trainer_command(ftj),
-        gpus=ftj.spec.resources.gpus_per_node,
-        backoff_limit=ftj.spec.backoff_limit,
-        pods=ftj.spec.resources.nodes,
-    )
-
-
-def export_job(ftj: FineTuneJob, settings: OperatorSettings) -> client.V1Job:
+def export_job(
+    ftj: FineTuneJob, settings: OperatorSettings, active_deadline_seconds: int | None = None
+) -> client.V1Job:
+    """`active_deadline_seconds`: what is left of the run's deadline (policies/deadline.py)."""
     # A CPU export needs no GPU: keep the GPUs free for training unless told otherwise.
     on_gpu = ftj.spec.export.onnx.execution_provider == "cuda" or (
         settings.export_on_gpu and ftj.spec.resources.gpus_per_node > 0
     )
     return _job(
         ftj,
-        settings,
-        name=names.export_job_name(ftj),
-        component=names.EXPORTER,
-        command=["python", "-m", "kubetune_trainer.export", "--config", names.CONFIG_PATH],
-        gpus=1 if on_gpu else 0,
-        backoff_limit=min(ftj.spec.backoff_limit, 1),
+        names.export_job_name(ftj),
+        names.EXPORTER,
+        job_spec(
+            ftj,
+            settings,
+            component=names.EXPORTER,
+            command=["python", "-m", "kubetune_trainer.export", "--config", names.CONFIG_PATH],
+            gpus=1 if on_gpu else 0,
+            backoff_limit=min(ftj.spec.backoff_limit, 1),
+            active_deadline_seconds=active_deadline_seconds,
+        ),
     )
 
 
-def _job(
+def created_suspended(ftj: FineTuneJob) -> bool:
+    """A queued workload starts suspended, and Kueue alone unsuspends it on admission."""
+    return ftj.spec.suspend or ftj.queue_name is not None
+
+
+def _job(ftj: FineTuneJob, name: str, component: str, spec: client.V1JobSpec) -> client.V1Job:
+    metadata = names.child_metadata(ftj, name, component, queued=True)
+    spec.suspend = created_suspended(ftj)
+    return client.V1Job(api_version="batch/v1", kind="Job", metadata=metadata, spec=spec)
+
+
+def job_spec(
     ftj: FineTuneJob,
     settings: OperatorSettings,
     *,
-    name: str,
     component: str,
     command: list[str],
     gpus: int,
     backoff_limit: int,
+    active_deadline_seconds: int | None = None,
     pods: int = 1,
-) -> client.V1Job:
-    """A Job of one pod, or (pods > 1) an Indexed Job whose pods are named <job>-<index> under the
-    headless Service of the same name."""
-    spec = ftj.spec
+    failure_rules: list[client.V1PodFailurePolicyRule] | None = None,
+) -> client.V1JobSpec:
+    """A Job of one pod, or (pods > 1) an Indexed Job: the JobSet's trainer group."""
     pod_spec = _pod_spec(ftj, settings, component, command, gpus)
-    if pods > 1:
-        pod_spec.subdomain = names.trainer_service_name(ftj)
-        # One pod per node: two on one node would share its GPUs' interconnect for nothing.
-        pod_spec.affinity = client.V1Affinity(
-            pod_anti_affinity=client.V1PodAntiAffinity(
-                required_during_scheduling_ignored_during_execution=[
-                    client.V1PodAffinityTerm(
-                        label_selector=client.V1LabelSelector(
-                            match_labels={"batch.kubernetes.io/job-name": name}
-                        ),
-                        topology_key="kubernetes.io/hostname",
-                    )
-                ]
-            )
-        )
-    return client.V1Job(
-        api_version="batch/v1",
-        kind="Job",
-        metadata=names.child_metadata(ftj, name, component),
-        spec=client.V1JobSpec(
-            backoff_limit=backoff_limit,
-            completion_mode="Indexed" if pods > 1 else None,
-            completions=pods if pods > 1 else None,
-            parallelism=pods if pods > 1 else None,
-            active_deadline_seconds=spec.active_deadline_seconds,
-            suspend=spec.suspend,
-            pod_failure_policy=client.V1PodFailurePolicy(
-                rules=[
-                    # Preemption, eviction or node loss is not the job's fault: don't count it.
-                    client.V1PodFailurePolicyRule(
-                        action="Ignore",
-                        on_pod_conditions=[
-                            client.V1PodFailurePolicyOnPodConditionsPattern(
-                                type="DisruptionTarget", status="True"
-                            )
-                        ],
-                    ),
-                    # Bad data, bad spec, bad credentials: retrying cannot help.
-                    client.V1PodFailurePolicyRule(
-                        action="FailJob",
-                        on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
-                            container_name=component, operator="In", values=PERMANENT_EXIT_CODES
-                        ),
-                    ),
-                    # Checkpointed and stopped on SIGTERM (deleted, drained, a peer lost): resume.
-                    client.V1PodFailurePolicyRule(
-                        action="Ignore",
-                        on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
-                            container_name=component, operator="In", values=[PREEMPTED_EXIT_CODE]
-                        ),
-                    ),
-                ]
-            ),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=names.labels(ftj, component)),
-                spec=pod_spec,
-            ),
+    return client.V1JobSpec(
+        backoff_limit=backoff_limit,
+        completion_mode="Indexed" if pods > 1 else None,
+        completions=pods if pods > 1 else None,
+        parallelism=pods if pods > 1 else None,
+        # What is left of the run's deadline; unset: all of it (a new run).
+        active_deadline_seconds=active_deadline_seconds or ftj.spec.active_deadline_seconds,
+        pod_failure_policy=client.V1PodFailurePolicy(
+            rules=failure_rules if failure_rules is not None else pod_failure_rules(component)
+        ),
+        template=client.V1PodTemplateSpec(
+            metadata=client.V1ObjectMeta(labels=names.labels(ftj, component)),
+            spec=pod_spec,
         ),
     )
+
+
+def pod_failure_rules(component: str) -> list[client.V1PodFailurePolicyRule]:
+    """A one-pod Job retries its pod itself, up to backoffLimit."""
+    return [
+        # Preemption, eviction or node loss is not the job's fault: don't count it.
+        client.V1PodFailurePolicyRule(
+            action="Ignore",
+            on_pod_conditions=[
+                client.V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")
+            ],
+        ),
+        # Bad data, bad spec, bad credentials: retrying cannot help.
+        client.V1PodFailurePolicyRule(
+            action="FailJob",
+            on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
+                container_name=component, operator="In", values=PERMANENT_EXIT_CODES
+            ),
+        ),
+        # Checkpointed and stopped on SIGTERM (deleted, drained, a peer lost): resume.
+        client.V1PodFailurePolicyRule(
+            action="Ignore",
+            on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
+                container_name=component, operator="In", values=[PREEMPTED_EXIT_CODE]
+            ),
+        ),
+    ]
 
 
 def _pod_spec(

@@ -20,7 +20,7 @@ from kubetune_api import (
 )
 from kubetune_operator import metrics
 from kubetune_operator.builders import names
-from kubetune_operator.observation import Observed, observe
+from kubetune_operator.observation import Children, Observed, observe
 from kubetune_operator.runtime import runtime
 from kubetune_operator.settings import OperatorSettings
 from kubetune_operator.status import invalid_spec_status
@@ -52,9 +52,59 @@ def child_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_:
     return {(namespace, labels.get(names.FINETUNEJOB_LABEL)): plain_data(body)}
 
 
-def observed(ftj: FineTuneJob, jobs: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> Observed:
-    key = (ftj.metadata.namespace, ftj.metadata.name)
-    return observe(ftj, list(jobs.get(key, [])), list(pods.get(key, [])))
+@kopf.index("jobset.x-k8s.io", "v1alpha2", "jobsets", labels=CHILD_SELECTOR)
+def child_jobsets(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, labels.get(names.FINETUNEJOB_LABEL)): plain_data(body)}
+
+
+def _owned_by_child(body: kopf.Body, **_: Any) -> bool:
+    """Kueue's Workloads carry no labels of ours; they are owned by our Job or JobSet."""
+    return any(
+        ref.get("kind") in ("Job", "JobSet") for ref in body.get("metadata", {}).get("ownerReferences", [])
+    )
+
+
+@kopf.index("kueue.x-k8s.io", "v1beta2", "workloads", when=_owned_by_child)
+def child_workloads(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    owners = [
+        r for r in body.get("metadata", {}).get("ownerReferences", []) if r.get("kind") in ("Job", "JobSet")
+    ]
+    return {(namespace, owners[0]["name"]): plain_data(body)}
+
+
+def _pods_refused(body: kopf.Body, **_: Any) -> bool:
+    return body.get("reason") == "FailedCreate" and body.get("involvedObject", {}).get("kind") == "Job"
+
+
+@kopf.index("", "v1", "events", when=_pods_refused)
+def job_events(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """The Job controller's FailedCreate Events: a ResourceQuota or an admission refused the pods."""
+    return {(namespace, body.get("involvedObject", {}).get("name")): plain_data(body)}
+
+
+def observed(ftj: FineTuneJob, indexes: dict[str, kopf.Index[Any, Any]]) -> Observed:
+    ns = ftj.metadata.namespace
+    key = (ns, ftj.metadata.name)
+    child_names = (
+        names.trainer_job_name(ftj),
+        names.export_job_name(ftj),
+        names.trainer_group_job_name(ftj),
+    )
+    workloads = {
+        name: found[-1]
+        for name in child_names
+        if (found := list(indexes["child_workloads"].get((ns, name), [])))
+    }
+    events = {name: list(indexes["job_events"].get((ns, name), [])) for name in child_names}
+    raw = Children(
+        jobs=list(indexes["child_jobs"].get(key, [])),
+        pods=list(indexes["child_pods"].get(key, [])),
+        jobsets=list(indexes["child_jobsets"].get(key, [])),
+        workloads=workloads,
+        events=events,
+    )
+    available = ftj.spec.resources.nodes == 1 or runtime().reconciler.children.jobset_available()
+    return observe(ftj, raw, jobset_available=available)
 
 
 # ---- the FineTuneJob ------------------------------------------------------------------------------
@@ -79,33 +129,21 @@ def validate(body: kopf.Body, **_: Any) -> None:
         raise kopf.PermanentError(message) from e
 
 
-# Kopf passes indexes as extra keyword arguments, which its TimerFn protocol does not declare.
-@kopf.timer(GROUP, VERSION, PLURAL, interval=OperatorSettings.from_env().resync_seconds, initial_delay=0)  # type: ignore[arg-type]
-def reconcile(
-    body: kopf.Body,
-    child_jobs: kopf.Index[Any, Any],
-    child_pods: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
+@kopf.timer(GROUP, VERSION, PLURAL, interval=OperatorSettings.from_env().resync_seconds, initial_delay=0)
+def reconcile(body: kopf.Body, **kwargs: Any) -> None:
     try:
         ftj = parse(body)
     except InvalidSpec:
         return  # validate() reported it; a new spec triggers it again
-    result = runtime().reconciler.reconcile(ftj, observed(ftj, child_jobs, child_pods))
+    result = runtime().reconciler.reconcile(ftj, observed(ftj, _indexes(kwargs)))
     metrics.RECONCILES.labels(phase=result.decision.phase.value).inc()
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=CHILD_SELECTOR)  # type: ignore[arg-type]
-def child_job_changed(
-    namespace: str | None,
-    labels: kopf.Labels,
-    type: str | None,
-    child_jobs: kopf.Index[Any, Any],
-    child_pods: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
+@kopf.on.event("batch", "v1", "jobs", labels=CHILD_SELECTOR)
+@kopf.on.event("jobset.x-k8s.io", "v1alpha2", "jobsets", labels=CHILD_SELECTOR)
+def child_job_changed(namespace: str | None, labels: kopf.Labels, type: str | None, **kwargs: Any) -> None:
     """React to a child Job's change at once; the timer stays the safety net."""
     name = labels.get(names.FINETUNEJOB_LABEL)
     if not name or namespace is None or type is None:
@@ -118,6 +156,14 @@ def child_job_changed(
         ftj = parse(body)
     except InvalidSpec:
         return
-    result = runtime().reconciler.reconcile(ftj, observed(ftj, child_jobs, child_pods))
+    result = runtime().reconciler.reconcile(ftj, observed(ftj, _indexes(kwargs)))
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+INDEXES = ("child_jobs", "child_pods", "child_jobsets", "child_workloads", "job_events")
+
+
+def _indexes(kwargs: dict[str, Any]) -> dict[str, kopf.Index[Any, Any]]:
+    """Kopf passes each index as a keyword argument named after its function."""
+    return {name: kwargs[name] for name in INDEXES}

@@ -1,6 +1,6 @@
-"""One pass's decision, composed from the policies. The phase follows from the observed child Jobs
-only: no trainer Job -> create it; trainer running -> Training; trainer succeeded -> create the export
-Job; export succeeded -> Succeeded; a failed child -> Failed."""
+"""One pass's decision, composed from the policies. The phase follows from the observed children
+only: no trainer -> create it; held by Kueue -> Queued; trainer running -> Training; trainer succeeded
+-> create the export Job; export succeeded -> Succeeded; a failed child -> Failed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime
 
 from kubetune_api import ConditionStatus, FineTuneJob, Phase
 from kubetune_operator.observation import ChildJob, Observed
-from kubetune_operator.policies import failure, new_run, results, suspend, ttl
+from kubetune_operator.policies import deadline, failure, live_edits, new_run, queue, results, suspend, ttl
 from kubetune_operator.policies.decision import Action, Decision, StageCondition, parse_time
 
 EXPORT_DISABLED = StageCondition(ConditionStatus.FALSE, "ExportDisabled", "spec.export.enabled is false")
@@ -20,17 +20,34 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
     if stale is not None:
         return stale
     trainer, exporter = observed.trainer, observed.exporter
+    start = deadline.run_start(ftj, trainer)
     if trainer is None:
-        return Decision(Phase.PENDING, "Creating", "creating the trainer Job", Action.CREATE_TRAINER)
+        if ftj.spec.resources.nodes > 1 and not observed.jobset_available:
+            return ttl.finish(ftj, _jobset_missing(ftj), now)
+        decision = Decision(Phase.PENDING, "Creating", "creating the trainer", Action.CREATE_TRAINER)
+        return ttl.finish(ftj, deadline.enforce(ftj, decision, start, now), now)
     if trainer.done and not trainer.failed_reason:
         decision = _export(ftj, trainer, exporter)
     else:
         decision = _training(ftj, trainer)
     metrics, artifacts = results.collect(trainer, exporter)
     decision = replace(
-        decision, metrics=metrics, artifacts=artifacts, start_time=parse_time(trainer.start_time)
+        decision,
+        metrics=metrics,
+        artifacts=artifacts,
+        start_time=parse_time(trainer.start_time),
+        backoff_limit_applied=live_edits.backoff_limit_condition(ftj, observed),
     )
-    return ttl.finish(ftj, decision, now)
+    return ttl.finish(ftj, deadline.enforce(ftj, decision, start, now), now)
+
+
+def _jobset_missing(ftj: FineTuneJob) -> Decision:
+    message = (
+        f"resources.nodes is {ftj.spec.resources.nodes}: a multi-node run needs the JobSet API "
+        "(jobset.x-k8s.io/v1alpha2), which this cluster does not serve; install JobSet, or use nodes: 1"
+    )
+    failed = StageCondition(ConditionStatus.FALSE, "JobSetNotInstalled", message)
+    return Decision(Phase.FAILED, "JobSetNotInstalled", message, trained=failed)
 
 
 def _training(ftj: FineTuneJob, trainer: ChildJob) -> Decision:
@@ -47,18 +64,47 @@ def _training(ftj: FineTuneJob, trainer: ChildJob) -> Decision:
         )
     suspended = suspend.training_suspended(ftj)
     if suspended is not None:
-        return suspended
+        return replace(suspended, admitted=queue.admitted_condition(ftj, trainer))
+    checkpoint = new_run.resume_from(ftj)
+    resumes = f"; it resumes from the checkpoint of step {checkpoint.step}" if checkpoint else ""
+    queued = queue.queued(ftj, trainer, f"trainer {trainer.kind} {trainer.name}")
+    if queued is not None:
+        waiting = StageCondition(ConditionStatus.UNKNOWN, "Queued", queued.message + resumes)
+        return replace(queued, message=queued.message + resumes, trained=waiting)
+    admitted = queue.admitted_condition(ftj, trainer)
     if trainer.ready:
         running = StageCondition(ConditionStatus.UNKNOWN, "Training", "training")
-        return Decision(Phase.TRAINING, "Training", f"trainer Job {trainer.name} is running", trained=running)
-    message = failure.retry_note("trainer", trainer) or (
-        f"waiting for the trainer pod of Job {trainer.name} to start"
-    )
-    checkpoint = new_run.resume_from(ftj)
-    if checkpoint is not None:
-        message += f"; it resumes from the checkpoint of step {checkpoint.step}"
+        return Decision(
+            Phase.TRAINING,
+            "Training",
+            f"trainer {trainer.kind} {trainer.name} is running",
+            trained=running,
+            admitted=admitted,
+            pods_ready=StageCondition(ConditionStatus.TRUE, "Running", "the trainer pods run"),
+        )
+    return _waiting("trainer", trainer, resumes, admitted)
+
+
+def _waiting(stage: str, child: ChildJob, resumes: str, admitted: StageCondition | None) -> Decision:
+    """Pods not running yet: on their way, or stuck with the reason of whoever refused them."""
+    problem = child.problem
+    if problem is not None:
+        message = f"{stage} pods of {child.kind} {child.name} cannot run ({problem.reason}): "
+        message += problem.message
+        pods_ready = StageCondition(ConditionStatus.FALSE, problem.reason, problem.message)
+        reason = problem.reason
+    else:
+        message = failure.retry_note(stage, child) or (
+            f"waiting for the {stage} pods of {child.kind} {child.name}"
+        )
+        pods_ready = StageCondition(ConditionStatus.FALSE, "Starting", message)
+        reason = "Scheduling"
+    message += resumes
     waiting = StageCondition(ConditionStatus.UNKNOWN, "Pending", message)
-    return Decision(Phase.PENDING, "Scheduling", message, trained=waiting)
+    conditions = {"admitted": admitted, "pods_ready": pods_ready}
+    if stage == "trainer":
+        return Decision(Phase.PENDING, reason, message, trained=waiting, **conditions)  # type: ignore[arg-type]
+    return Decision(Phase.EXPORTING, reason, message, exported=waiting, **conditions)  # type: ignore[arg-type]
 
 
 def _export(ftj: FineTuneJob, trainer: ChildJob, exporter: ChildJob | None) -> Decision:
@@ -104,7 +150,14 @@ def _export(ftj: FineTuneJob, trainer: ChildJob, exporter: ChildJob | None) -> D
         )
     suspended = suspend.export_suspended(ftj, trained)
     if suspended is not None:
-        return suspended
+        return replace(suspended, admitted=queue.admitted_condition(ftj, exporter))
+    queued = queue.queued(ftj, exporter, f"export Job {exporter.name}")
+    if queued is not None:
+        waiting = StageCondition(ConditionStatus.UNKNOWN, "Queued", queued.message)
+        return replace(queued, trained=trained, exported=waiting)
+    admitted = queue.admitted_condition(ftj, exporter)
+    if not exporter.ready and not exporter.done:
+        return replace(_waiting("export", exporter, "", admitted), trained=trained)
     running = StageCondition(ConditionStatus.UNKNOWN, "Exporting", "exporting")
     return Decision(
         Phase.EXPORTING,
@@ -112,4 +165,6 @@ def _export(ftj: FineTuneJob, trainer: ChildJob, exporter: ChildJob | None) -> D
         f"export Job {exporter.name} is running",
         trained=trained,
         exported=running,
+        admitted=admitted,
+        pods_ready=StageCondition(ConditionStatus.TRUE, "Running", "the export pod runs"),
     )

@@ -16,6 +16,7 @@ class Action(StrEnum):
     CREATE_EXPORTER = "createExporter"
     DELETE_STALE = "deleteStale"  # children of an older spec revision
     DELETE_FINETUNEJOB = "deleteFineTuneJob"  # ttlSecondsAfterFinished passed
+    STOP_UNFINISHED = "stopUnfinished"  # activeDeadlineSeconds passed: delete the unfinished child
 
 
 class StageCondition(NamedTuple):
@@ -37,6 +38,10 @@ class Decision:
     action: Action = Action.NONE
     trained: StageCondition = NOT_STARTED
     exported: StageCondition = NOT_STARTED
+    # Optional conditions: Admitted (queued jobs), PodsReady (pods that cannot run).
+    admitted: StageCondition | None = None
+    pods_ready: StageCondition | None = None
+    backoff_limit_applied: StageCondition | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
     # The trainer Job's startTime; the status keeps the first one of a run.
