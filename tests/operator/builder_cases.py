@@ -7,11 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 from operator_cases import Edit, serialize, set_, tiny
-from spec_edits import apply
 
 from kubetune_api import FineTuneJob
 from kubetune_operator.builders import jobs, jobset, rbac
 from kubetune_operator.settings import OperatorSettings
+from spec_edits import apply
 
 SETTINGS = OperatorSettings(trainer_image="registry.example/kubetune:test")
 

@@ -15,7 +15,17 @@ from typing import Any
 
 import pytest
 import yaml
-from builder_cases import BUILDERS, CREDENTIAL_VARS, JOB_BUILDERS, SETTINGS, build, container, env, pod_spec, queued_multi_node
+from builder_cases import (
+    BUILDERS,
+    CREDENTIAL_VARS,
+    JOB_BUILDERS,
+    SETTINGS,
+    build,
+    container,
+    env,
+    pod_spec,
+    queued_multi_node,
+)
 from operator_cases import NAMESPACE, UID, Edit, delete, serialize, set_, tiny
 
 from kubetune_operator.builders import jobs, names, rbac

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from builder_cases import GPU, GPU_TOLERATION, JOB_BUILDERS, SETTINGS, build, container, pod_spec
-from operator_cases import NAMESPACE, Edit, delete, serialize, set_, tiny
+from operator_cases import Edit, delete, set_
 
 from kubetune_api.exit_codes import ExitCode
 from kubetune_operator.builders import jobs, names

@@ -34,7 +34,10 @@ def export_suspended(ftj: FineTuneJob, trained: StageCondition) -> Decision | No
 
 
 def job_patches(ftj: FineTuneJob, observed: Observed) -> list[tuple[str, bool]]:
-    """(Job name, suspend) for each unfinished child Job whose spec.suspend differs from the spec's."""
+    """(Job name, suspend) for each unfinished child Job whose spec.suspend differs from the spec's.
+    None for a queued job: Kueue owns its suspend (policies/queue.py carries spec.suspend instead)."""
+    if ftj.queue_name is not None:
+        return []
     want = ftj.spec.suspend
     return [
         (child.name, want)
