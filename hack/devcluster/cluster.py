@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import addons, probes, processes, s3, settings
 from . import controlplane as cp
-from . import probes, processes, s3, settings
 from .pki import CLIENTS, Pki
 from .processes import Component
 
@@ -82,8 +82,24 @@ S3 = Service(
     env=_s3_env,
 )
 
-START_ORDER = [ETCD, S3, APISERVER, CONTROLLER_MANAGER, SCHEDULER, NODEAGENT]
-STOP_ORDER = [NODEAGENT, SCHEDULER, CONTROLLER_MANAGER, APISERVER, ETCD, S3]
+KUEUE = Service(
+    Component(addons.KUEUE, addons.KUEUE),
+    lambda p: [p.kueue_webhook, p.kueue_health],
+    addons.kueue_argv,
+    lambda c: addons.ready(c.ports.kueue_health),
+    90,
+)
+JOBSET = Service(
+    Component(addons.JOBSET, addons.JOBSET),
+    lambda p: [p.jobset_webhook, p.jobset_health],
+    addons.jobset_argv,
+    lambda c: addons.ready(c.ports.jobset_health),
+    90,
+)
+
+START_ORDER = [ETCD, S3, APISERVER, CONTROLLER_MANAGER, SCHEDULER, NODEAGENT, JOBSET, KUEUE]
+# Kueue and JobSet go first: their webhooks fail closed, so no Job changes while they are missing.
+STOP_ORDER = [KUEUE, JOBSET, NODEAGENT, SCHEDULER, CONTROLLER_MANAGER, APISERVER, ETCD, S3]
 
 
 class UpError(Exception):
@@ -133,6 +149,7 @@ def _prepare_state(c: cp.Context) -> None:
         if client.kubeconfig and client.name != "admin":
             c.pki.write_kubeconfig(p.component_kubeconfig(client.name), client.name, server)
     s3.ensure_credentials(p.s3_credentials)
+    addons.prepare(c)
 
 
 def _check_ports_free(c: cp.Context, svc: Service) -> None:
@@ -179,13 +196,7 @@ def _wait_healthy(c: cp.Context, svc: Service, clock: Clock, what: str = "ready"
 
 
 def _kubectl(c: cp.Context, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [c.bin("kubectl"), f"--kubeconfig={c.paths.kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return cp.kubectl(c, *args, timeout=timeout)
 
 
 def _wait_nodes(c: cp.Context, clock: Clock) -> None:
@@ -210,6 +221,15 @@ def _setup_s3(c: cp.Context, clock: Clock) -> None:
     except Exception as e:
         raise UpError(f"s3: {e}", S3.name) from e
     clock.say(f"s3: bucket {bucket} {'created' if created else 'exists'}; a wrong secret gets 403")
+
+
+def _failed(e: UpError) -> int:
+    print(f"\nERROR: {e}", file=sys.stderr)
+    if e.component:
+        log = settings.paths().log(e.component)
+        print(f"--- last lines of {log} ---\n{processes.tail(log)}\n---", file=sys.stderr)
+    print("Inspect the logs, then `hack/cluster down` (or `status`).", file=sys.stderr)
+    return 1
 
 
 def up() -> int:
@@ -241,6 +261,11 @@ def up() -> int:
                 f"WARNING: python module {cp.NODEAGENT_MODULE} not found; no node agent, pods will not run",
                 file=sys.stderr,
             )
+        # The controllers need their CRDs served when they start (Kueue's JobSet integration, JobSet's).
+        clock.say(f"kueue, jobset: {addons.install_crds(c)}")
+        for svc in (JOBSET, KUEUE):
+            if _start(c, svc, clock):
+                started.append(svc.name)
         for svc in (CONTROLLER_MANAGER, SCHEDULER, S3):
             _wait_healthy(c, svc, clock)
         _setup_s3(c, clock)
@@ -252,13 +277,17 @@ def up() -> int:
         result = _kubectl(c, "get", "--raw", "/readyz")
         if result.returncode != 0 or result.stdout.strip() != "ok":
             raise UpError(f"kubectl get --raw /readyz: {result.stdout}{result.stderr}", APISERVER.name)
+        for svc in (JOBSET, KUEUE):
+            _wait_healthy(c, svc, clock)
+        clock.say(f"kueue, jobset: {addons.register_webhooks(c)} webhooks registered by URL, and answering")
+        addons.seed_queues(c)
+        clock.say(
+            f"kueue: ClusterQueue {addons.CLUSTER_QUEUE}, LocalQueue default/{addons.LOCAL_QUEUE} Active"
+        )
+    except addons.AddonError as e:
+        return _failed(UpError(str(e), e.component))
     except UpError as e:
-        print(f"\nERROR: {e}", file=sys.stderr)
-        if e.component:
-            log = settings.paths().log(e.component)
-            print(f"--- last lines of {log} ---\n{processes.tail(log)}\n---", file=sys.stderr)
-        print("Inspect the logs, then `hack/cluster down` (or `status`).", file=sys.stderr)
-        return 1
+        return _failed(e)
     if started:
         clock.say(f"cluster up (started: {', '.join(started)})")
     else:
@@ -332,5 +361,9 @@ def status() -> int:
     print(
         f"apiserver https://127.0.0.1:{c.ports.apiserver}   s3 {settings.s3_endpoint()}   "
         f"bucket {settings.bucket_name()}"
+    )
+    print(
+        f"webhooks by URL: kueue https://127.0.0.1:{c.ports.kueue_webhook}   "
+        f"jobset https://127.0.0.1:{c.ports.jobset_webhook}   (`kubectl get workloads -A`)"
     )
     return 0 if all_ok else 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,20 @@ class Context:
 
     def bin(self, name: str) -> str:
         return str(self.bin_dir / name)
+
+
+def kubectl(
+    c: Context, *args: str, input: str | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    """The kit's kubectl as admin; `input` goes to its stdin (for `-f -`)."""
+    return subprocess.run(
+        [c.bin("kubectl"), f"--kubeconfig={c.paths.kubeconfig}", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def etcd_argv(c: Context) -> list[str]:
@@ -156,7 +171,7 @@ def etcd_healthy(c: Context) -> bool:
     return status == 200 and '"health":"true"' in body.replace(" ", "")
 
 
-def _admin_get(c: Context, path: str) -> tuple[int, str]:
+def admin_get(c: Context, path: str) -> tuple[int, str]:
     return probes.http_get(
         c.ports.apiserver,
         path,
@@ -167,13 +182,13 @@ def _admin_get(c: Context, path: str) -> tuple[int, str]:
 
 
 def apiserver_ready(c: Context) -> bool:
-    status, body = _admin_get(c, "/readyz")
+    status, body = admin_get(c, "/readyz")
     return status == 200 and body.strip() == "ok"
 
 
 def apiserver_failed_checks(c: Context) -> str:
     """The failing lines of /readyz?verbose, to say what the apiserver is still waiting for."""
-    status, body = _admin_get(c, "/readyz?verbose")
+    status, body = admin_get(c, "/readyz?verbose")
     if status == 0:
         return body
     return "\n".join(line for line in body.splitlines() if "failed" in line) or body[-500:]
@@ -186,14 +201,14 @@ def secure_healthz(port: int) -> bool:
 
 
 def node_names(c: Context) -> list[str]:
-    status, body = _admin_get(c, "/api/v1/nodes")
+    status, body = admin_get(c, "/api/v1/nodes")
     if status != 200:
         return []
     return [n["metadata"]["name"] for n in json.loads(body).get("items", [])]
 
 
 def nodes_ready(c: Context) -> bool:
-    status, body = _admin_get(c, "/api/v1/nodes")
+    status, body = admin_get(c, "/api/v1/nodes")
     if status != 200:
         return False
     items = json.loads(body).get("items", [])
@@ -207,5 +222,5 @@ def nodes_ready(c: Context) -> bool:
 
 
 def default_service_account_exists(c: Context) -> bool:
-    status, _ = _admin_get(c, "/api/v1/namespaces/default/serviceaccounts/default")
+    status, _ = admin_get(c, "/api/v1/namespaces/default/serviceaccounts/default")
     return status == 200

@@ -61,7 +61,14 @@ CLIENTS = [
     # The aggregation layer's identity towards extension apiservers; publishing a request-header CA
     # also spares the controller-manager and scheduler a stream of "missing CA bundle" errors.
     ClientIdentity("front-proxy-client", "front-proxy-client", [], False),
+    # Kueue and JobSet run with admin rights too: their upstream ClusterRoles are long and follow
+    # each release, and nothing here tests their RBAC.
+    ClientIdentity("kueue", "kubetune-kueue", ["system:masters"]),
+    ClientIdentity("jobset", "kubetune-jobset", ["system:masters"]),
 ]
+# Serving certificates (SANs: 127.0.0.1, localhost and the `kubernetes.default…` names) by file stem.
+# `webhook` is presented by Kueue's and JobSet's webhook servers, which the apiserver calls by URL.
+SERVERS = {"apiserver": "kube-apiserver", "webhook": "kubetune-webhook"}
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -187,18 +194,20 @@ class Pki:
 
     def ensure(self) -> bool:
         """Create whatever is missing; returns True when anything was created."""
-        created = False
-        if not (self.ca_cert.exists() and self.ca_key.exists()):
+        # A new CA makes every certificate signed by an old one useless, so all are issued again.
+        new_ca = not (self.ca_cert.exists() and self.ca_key.exists())
+        if new_ca:
             self._create_ca()
-            created = True
+        created = new_ca
         ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
         assert isinstance(ca_key, rsa.RSAPrivateKey)
         ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
-        if created or not self.cert("apiserver").exists():
-            self._issue(ca_cert, ca_key, "apiserver", _name("kube-apiserver"), server=True)
-            created = True
+        for stem, common_name in SERVERS.items():
+            if new_ca or not self.cert(stem).exists():
+                self._issue(ca_cert, ca_key, stem, _name(common_name), server=True)
+                created = True
         for client in CLIENTS:
-            if created or not self.cert(client.name).exists():
+            if new_ca or not self.cert(client.name).exists():
                 self._issue(ca_cert, ca_key, client.name, _name(client.common_name, client.organizations))
                 created = True
         if not (self.sa_key.exists() and self.sa_pub.exists()):

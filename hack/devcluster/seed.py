@@ -12,7 +12,7 @@ from botocore.config import Config
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from . import settings
+from . import addons, settings
 
 DATASET_DIR = settings.REPO_ROOT / "examples" / "data" / "tone"
 SECRET_NAME = "kubetune-s3"
@@ -32,9 +32,17 @@ def s3_client(env: dict[str, str]) -> Any:
 
 
 def ensure_namespace(core: client.CoreV1Api, namespace: str, env: dict[str, str]) -> None:
-    """The namespace and the Secret the example manifests reference for S3."""
+    """The namespace, the Secret the example manifests reference for S3, and LocalQueue `kubetune`
+    into the kit's ClusterQueue."""
     try:
         core.create_namespace({"metadata": {"name": namespace}})
+    except ApiException as e:
+        if e.status != 409:
+            raise
+    try:
+        client.CustomObjectsApi(core.api_client).create_namespaced_custom_object(
+            addons.KUEUE_GROUP, addons.KUEUE_VERSION, namespace, "localqueues", addons.local_queue(namespace)
+        )
     except ApiException as e:
         if e.status != 409:
             raise

@@ -45,6 +45,12 @@ PORT_DEFAULTS: dict[str, int] = {
     # -admin.port.grpc says, so these two keep that offset.
     "weed_admin": 18341,
     "weed_admin_grpc": 28341,
+    # Kueue and JobSet: their admission (and Kueue's CRD conversion) webhooks, which the apiserver
+    # calls by URL, and their health probes. Their metrics servers are off.
+    "kueue_webhook": 29443,
+    "kueue_health": 29081,
+    "jobset_webhook": 29444,
+    "jobset_health": 29082,
 }
 
 
@@ -70,6 +76,10 @@ class Ports:
     weed_filer_grpc: int
     weed_admin: int
     weed_admin_grpc: int
+    kueue_webhook: int
+    kueue_health: int
+    jobset_webhook: int
+    jobset_health: int
 
     def by_name(self) -> dict[str, int]:
         return dataclasses.asdict(self)
