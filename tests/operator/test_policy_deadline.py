@@ -16,6 +16,7 @@ from kubetune_operator.observation import Children, Observed, child_jobset, obse
 from kubetune_operator.policies import deadline, live_edits
 from kubetune_operator.policies.decide import decide
 from kubetune_operator.policies.decision import Action, parse_time
+from kubetune_operator.status import new_status
 
 START = parse_time(STARTED)  # ten minutes before NOW
 
@@ -184,3 +185,11 @@ def test_multi_node_without_the_jobset_api_fails_at_once() -> None:
     assert "jobset.x-k8s.io" in decision.message
     single = tiny()
     assert decide(single, Observed(jobset_available=False), NOW).action == Action.CREATE_TRAINER
+
+
+def test_a_run_failed_for_want_of_jobset_stays_failed_once_jobset_appears() -> None:
+    ftj = tiny(*MULTI)
+    failed = decide(ftj, Observed(jobset_available=False), NOW)
+    status = new_status(ftj, failed, NOW).model_dump(mode="json", by_alias=True, exclude_none=True)
+    later = tiny(*MULTI, set_("status", status))
+    assert decide(later, Observed(jobset_available=True), NOW).phase == Phase.FAILED

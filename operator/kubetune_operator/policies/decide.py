@@ -7,11 +7,12 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from kubetune_api import ConditionStatus, FineTuneJob, Phase
+from kubetune_api import ConditionStatus, ConditionType, FineTuneJob, Phase
 from kubetune_operator.observation import ChildJob, Observed
 from kubetune_operator.policies import deadline, failure, live_edits, new_run, queue, results, suspend, ttl
 from kubetune_operator.policies.decision import Action, Decision, StageCondition, parse_time
 
+JOBSET_NOT_INSTALLED = "JobSetNotInstalled"
 EXPORT_DISABLED = StageCondition(ConditionStatus.FALSE, "ExportDisabled", "spec.export.enabled is false")
 
 
@@ -22,7 +23,8 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
     trainer, exporter = observed.trainer, observed.exporter
     start = deadline.run_start(ftj, trainer)
     if trainer is None:
-        if ftj.spec.resources.nodes > 1 and not observed.jobset_available:
+        if ftj.spec.resources.nodes > 1 and (not observed.jobset_available or _failed_without_jobset(ftj)):
+            # Failed stays failed for this spec, even once JobSet is installed: an edit starts anew.
             return ttl.finish(ftj, _jobset_missing(ftj), now)
         decision = Decision(Phase.PENDING, "Creating", "creating the trainer", Action.CREATE_TRAINER)
         return ttl.finish(ftj, deadline.enforce(ftj, decision, start, now), now)
@@ -41,13 +43,23 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
     return ttl.finish(ftj, deadline.enforce(ftj, decision, start, now), now)
 
 
+def _failed_without_jobset(ftj: FineTuneJob) -> bool:
+    stalled = ftj.status.condition(ConditionType.STALLED.value)
+    return (
+        ftj.status.phase == Phase.FAILED
+        and ftj.status.observed_generation == ftj.metadata.generation
+        and stalled is not None
+        and stalled.reason == JOBSET_NOT_INSTALLED
+    )
+
+
 def _jobset_missing(ftj: FineTuneJob) -> Decision:
     message = (
         f"resources.nodes is {ftj.spec.resources.nodes}: a multi-node run needs the JobSet API "
         "(jobset.x-k8s.io/v1alpha2), which this cluster does not serve; install JobSet, or use nodes: 1"
     )
-    failed = StageCondition(ConditionStatus.FALSE, "JobSetNotInstalled", message)
-    return Decision(Phase.FAILED, "JobSetNotInstalled", message, trained=failed)
+    failed = StageCondition(ConditionStatus.FALSE, JOBSET_NOT_INSTALLED, message)
+    return Decision(Phase.FAILED, JOBSET_NOT_INSTALLED, message, trained=failed)
 
 
 def _training(ftj: FineTuneJob, trainer: ChildJob) -> Decision:
