@@ -105,7 +105,8 @@ def test_a_higher_priority_job_preempts_a_running_one_which_resumes_from_its_che
         status = victim_done["status"]
         assert status["phase"] == "Succeeded", status
         phases = victim_statuses.phases()
-        assert phases.index("Training") < phases.index("Queued"), phases
+        # Queued while waiting for admission, then again after the preemption.
+        assert "Queued" in phases[phases.index("Training") :], phases
         # The SIGTERM checkpoint is at or past the step seen before the preemption, and the resumed
         # trainer started from it.
         assert seen <= checkpoint["step"] < STEPS

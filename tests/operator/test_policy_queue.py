@@ -17,6 +17,7 @@ from kubetune_operator.observation import Children, Observed, observe
 from kubetune_operator.policies import queue, suspend
 from kubetune_operator.policies.decide import decide
 from kubetune_operator.scheduling import admission, event_problem, pod_problem
+from kubetune_operator.services.reconcile import _condition_events
 from kubetune_operator.status import new_status
 
 QUEUED = set_("spec.queueName", "team-a")
@@ -229,3 +230,27 @@ def test_scheduling_readers_ignore_what_is_fine() -> None:
 def test_an_admission_without_conditions_is_pending() -> None:
     a = admission({"metadata": {"name": "w"}, "spec": {}})
     assert (a.admitted, a.active, a.reason) == (False, True, "Pending")
+
+
+def test_kueues_verdict_is_a_warning_event_and_the_wait_for_a_workload_is_not() -> None:
+    ftj = tiny(QUEUED)
+    held = job("trainer", suspend=True, conditions=(cond("Suspended", "JobSuspended"),))
+    no_workload = decide(ftj, seen(ftj, held), NOW)
+    assert no_workload.admitted is not None and no_workload.admitted.reason == queue.WAITING_FOR_WORKLOAD
+    assert _condition_events(ftj, no_workload) == []
+    # The next pass sees Kueue's verdict: one Warning with its words, then none while it holds.
+    before = tiny(QUEUED, set_("status", status_of(ftj, no_workload)))
+    pending = decide(
+        before, seen(before, held, workloads={"tiny-train": workload("tiny-train", PENDING)}), NOW
+    )
+    (event,) = _condition_events(before, pending)
+    assert (event.type, event.reason) == ("Warning", "Pending") and INSUFFICIENT in event.message
+    after = tiny(QUEUED, set_("status", status_of(before, pending)))
+    assert _condition_events(after, pending) == []
+
+
+def status_of(ftj: FineTuneJob, decision: Any) -> dict[str, Any]:
+    dumped: dict[str, Any] = new_status(ftj, decision, NOW).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    return dumped

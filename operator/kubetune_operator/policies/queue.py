@@ -9,6 +9,8 @@ from kubetune_operator.observation import ChildJob, Observed
 from kubetune_operator.policies.decision import Decision, StageCondition
 
 NO_WORKLOAD_YET = "waiting for Kueue to create the workload"
+# The operator's own reason before Kueue has a say: no Event, Kueue's verdict follows within seconds.
+WAITING_FOR_WORKLOAD = "WaitingForWorkload"
 
 
 def admitted_condition(ftj: FineTuneJob, child: ChildJob) -> StageCondition | None:
@@ -17,7 +19,9 @@ def admitted_condition(ftj: FineTuneJob, child: ChildJob) -> StageCondition | No
         return None
     a = child.admission
     if a is None:
-        return StageCondition(ConditionStatus.FALSE, "Pending", f"queue {ftj.queue_name}: {NO_WORKLOAD_YET}")
+        return StageCondition(
+            ConditionStatus.FALSE, WAITING_FOR_WORKLOAD, f"queue {ftj.queue_name}: {NO_WORKLOAD_YET}"
+        )
     if a.admitted:
         return StageCondition(
             ConditionStatus.TRUE, "Admitted", f"admitted by queue {ftj.queue_name} (workload {a.workload})"

@@ -112,7 +112,11 @@ def _condition_events(ftj: FineTuneJob, decision: Decision) -> list[Event]:
         if previous is None or (previous.status, previous.reason, previous.message) != tuple(state):
             events.append(Event("Warning", state.reason, state.message))
     admitted, previous = decision.admitted, ftj.status.condition(ConditionType.ADMITTED.value)
-    if admitted is not None and (previous is None or (previous.status, previous.reason) != admitted[:2]):
+    if (
+        admitted is not None
+        and admitted.reason != queue.WAITING_FOR_WORKLOAD
+        and (previous is None or (previous.status, previous.reason) != admitted[:2])
+    ):
         # Kueue's verdict: Normal when admitted, Warning when held or evicted.
         kind = "Normal" if admitted.status == ConditionStatus.TRUE else "Warning"
         events.append(Event(kind, admitted.reason, admitted.message))
