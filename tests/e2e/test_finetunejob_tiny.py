@@ -78,7 +78,7 @@ def test_tiny_job_trains_exports_and_reports(
 
     # Kubernetes Events tell the story on the FineTuneJob itself.
     reasons = {e.reason for e in events_for(core, workspace, "tiny")}
-    assert {"CreatedTrainerJob", "CreatedExportJob", "Succeeded"} <= reasons, reasons
+    assert {"CreatedTrainer", "CreatedExportJob", "Succeeded"} <= reasons, reasons
 
     # Deleting the FineTuneJob removes its Jobs and pods; the artifacts stay in S3.
     train_job = batch.read_namespaced_job("tiny-train", workspace)
