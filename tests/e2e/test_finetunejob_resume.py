@@ -96,6 +96,21 @@ def _losses(s3: Any, output_uri: str, run_id: str) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in json.loads(body) if "loss" in e}
 
 
+Run = tuple[dict[str, Any], dict[str, Any]]  # the FineTuneJob as applied, and its final status
+
+
+def assert_same_loss_curve(s3: Any, reference: Run, interrupted: Run, steps: int) -> None:
+    """Every step's loss of the interrupted run within 1e-3 of the uninterrupted reference's."""
+    expected, actual = (
+        {**_losses(s3, body["spec"]["output"]["uri"], status["runId"])}
+        for body, status in (reference, interrupted)
+    )
+    assert sorted(actual) == sorted(expected) == list(range(1, steps + 1))
+    worst = max(abs(expected[s] - actual[s]) for s in expected)
+    print(f"largest loss difference over {steps} steps: {worst:.2e}")
+    assert worst < 1e-3
+
+
 def test_deleted_and_evicted_trainer_pods_resume_from_their_checkpoints(
     operator_release: str,
     workspace: str,
@@ -130,12 +145,7 @@ def test_deleted_and_evicted_trainer_pods_resume_from_their_checkpoints(
     # backoffLimit is 0: neither loss was counted as a failure.
     assert (batch.read_namespaced_job("lossy-train", workspace).status.failed or 0) == 0
 
-    steady_losses = _losses(s3, steady["spec"]["output"]["uri"], steady_done["status"]["runId"])
-    lossy_losses = _losses(s3, lossy["spec"]["output"]["uri"], status["runId"])
-    assert sorted(lossy_losses) == sorted(steady_losses) == list(range(1, STEPS + 1))
-    worst = max(abs(steady_losses[s] - lossy_losses[s]) for s in steady_losses)
-    print(f"largest loss difference over {STEPS} steps: {worst:.2e}")
-    assert worst < 1e-3
+    assert_same_loss_curve(s3, (steady, steady_done["status"]), (lossy, status), STEPS)
 
 
 def test_a_suspended_job_checkpoints_and_resumes_where_it_stopped(
