@@ -24,8 +24,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.watching.server_timeout = ours.watch_server_timeout
     settings.watching.client_timeout = ours.watch_client_timeout
-    # Above the number of indexed objects we expect per burst; the default is unbounded.
-    settings.batching.worker_limit = ours.worker_limit
+    # No limit on Kopf's per-object workers (its default): each indexed object's worker waits until
+    # every index is filled, so a limit below the number of watched Events or Pods deadlocks startup.
     settings.posting.level = logging.INFO
     if ours.metrics_port:
         start_http_server(ours.metrics_port, addr=ours.listen_address)

@@ -21,7 +21,6 @@ class OperatorSettings(BaseModel):
         default_factory=list, description="Namespaces to watch; empty: all namespaces (cluster-wide)."
     )
     resync_seconds: float = Field(default=3.0, gt=0, description="How often each FineTuneJob is re-observed.")
-    worker_limit: int = Field(default=64, gt=0, description="Concurrent handler workers (Kopf).")
     watch_server_timeout: int = Field(default=300, gt=0, description="Server-side timeout of each watch.")
     watch_client_timeout: int = Field(default=330, gt=0, description="Client-side timeout of each watch.")
     listen_address: str = Field(

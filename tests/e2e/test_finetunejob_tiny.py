@@ -93,6 +93,19 @@ def test_tiny_job_trains_exports_and_reports(
     assert s3.head_object(Bucket=manifest_bucket, Key=manifest_key)["ContentLength"] == len(raw)
 
 
+BUSY_CLUSTER_EVENTS = 300
+
+
+def unrelated_event(namespace: str, index: int) -> client.CoreV1Event:
+    return client.CoreV1Event(
+        metadata=client.V1ObjectMeta(name=f"busy-{index}", namespace=namespace),
+        involved_object=client.V1ObjectReference(kind="ConfigMap", name=f"cm-{index}", namespace=namespace),
+        reason="Busy",
+        message="an unrelated Event",
+        type="Normal",
+    )
+
+
 def test_operator_restart_mid_training_creates_no_duplicates(
     operator_release: str,
     workspace: str,
@@ -107,6 +120,10 @@ def test_operator_restart_mid_training_creates_no_duplicates(
     wait_phase(custom, workspace, "restart", {"Training"}, 180)
     job_uid = batch.read_namespaced_job("restart-train", workspace).metadata.uid
     before = get_ftj(custom, workspace, "restart")["status"]
+    # A busy cluster: the new operator must fill its Event index from hundreds of unrelated Events
+    # before it handles anything (a Kopf worker limit below that count once deadlocked startup).
+    for i in range(BUSY_CLUSTER_EVENTS):
+        core.create_namespaced_event(workspace, unrelated_event(workspace, i))
 
     (operator_pod,) = [
         p for p in core.list_namespaced_pod(operator_release).items if not p.metadata.deletion_timestamp

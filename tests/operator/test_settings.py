@@ -30,7 +30,6 @@ def test_defaults_without_variables() -> None:
             {"HF_HOME": "/cache", "X": "1"},
         ),
         ({"KUBETUNE_TRAINER_ENV": "{}"}, "trainer_env", {}),
-        ({"KUBETUNE_WORKER_LIMIT": "8"}, "worker_limit", 8),
         ({"KUBETUNE_WATCH_SERVER_TIMEOUT": "60"}, "watch_server_timeout", 60),
         ({"KUBETUNE_WATCH_CLIENT_TIMEOUT": "90"}, "watch_client_timeout", 90),
         ({"KUBETUNE_LIVENESS_PORT": "8081"}, "liveness_port", 8081),
@@ -53,24 +52,23 @@ def test_parses_each_kind_of_value(env: dict[str, str], field: str, expected: An
 
 
 def test_reads_the_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KUBETUNE_WORKER_LIMIT", "5")
+    monkeypatch.setenv("KUBETUNE_RESYNC_SECONDS", "5")
     monkeypatch.setenv("KUBETUNE_NAMESPACES", "a,b")
     settings = OperatorSettings.from_env()
-    assert (settings.worker_limit, settings.namespaces) == (5, ["a", "b"])
+    assert (settings.resync_seconds, settings.namespaces) == (5.0, ["a", "b"])
 
 
 def test_settings_are_frozen() -> None:
     settings = OperatorSettings()
     with pytest.raises(ValidationError):
-        settings.worker_limit = 1
+        settings.resync_seconds = 1
 
 
 @pytest.mark.parametrize(
     ("variable", "value", "field"),
     [
-        ("KUBETUNE_WORKER_LIMIT", "many", "worker_limit"),
-        ("KUBETUNE_WORKER_LIMIT", "0", "worker_limit"),
-        ("KUBETUNE_WORKER_LIMIT", "1.5", "worker_limit"),
+        ("KUBETUNE_LIVENESS_PORT", "many", "liveness_port"),
+        ("KUBETUNE_LIVENESS_PORT", "1.5", "liveness_port"),
         ("KUBETUNE_RESYNC_SECONDS", "0", "resync_seconds"),
         ("KUBETUNE_RESYNC_SECONDS", "soon", "resync_seconds"),
         ("KUBETUNE_WATCH_SERVER_TIMEOUT", "-1", "watch_server_timeout"),
