@@ -16,6 +16,9 @@ from . import addons, settings
 
 DATASET_DIR = settings.REPO_ROOT / "examples" / "data" / "tone"
 SECRET_NAME = "kubetune-s3"
+# Tenant namespaces enforce Pod Security "restricted", as a platform team's would: the apiserver's
+# built-in admission then refuses any pod of ours that does not meet it.
+RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
 
 
 def s3_client(env: dict[str, str]) -> Any:
@@ -32,13 +35,14 @@ def s3_client(env: dict[str, str]) -> Any:
 
 
 def ensure_namespace(core: client.CoreV1Api, namespace: str, env: dict[str, str]) -> None:
-    """The namespace, the Secret the example manifests reference for S3, and LocalQueue `kubetune`
-    into the kit's ClusterQueue."""
+    """The namespace (Pod Security "restricted"), the Secret the example manifests reference for S3,
+    and LocalQueue `kubetune` into the kit's ClusterQueue."""
     try:
-        core.create_namespace({"metadata": {"name": namespace}})
+        core.create_namespace({"metadata": {"name": namespace, "labels": RESTRICTED}})
     except ApiException as e:
         if e.status != 409:
             raise
+        core.patch_namespace(namespace, {"metadata": {"labels": RESTRICTED}})
     try:
         client.CustomObjectsApi(core.api_client).create_namespaced_custom_object(
             addons.KUEUE_GROUP, addons.KUEUE_VERSION, namespace, "localqueues", addons.local_queue(namespace)

@@ -15,6 +15,9 @@ class ExitCode(IntEnum):
     EXPORT = 6
     # Stopped on SIGTERM with a checkpoint saved: not a failure, the replacement pod resumes.
     PREEMPTED = 7
+    # Stopped on SIGTERM, but the checkpoint of that step did not upload: the replacement pod resumes
+    # from an older checkpoint (or the start), so the stop counts against backoffLimit, unlike 7.
+    CHECKPOINT_LOST = 8
 
     @property
     def meaning(self) -> str:
@@ -34,6 +37,8 @@ _MEANINGS = {
     ExitCode.MODEL: "model error",
     ExitCode.EXPORT: "export error",
     ExitCode.PREEMPTED: "stopped on SIGTERM after a checkpoint; resuming",
+    ExitCode.CHECKPOINT_LOST: "stopped on SIGTERM but the checkpoint did not upload; retrying from an "
+    "older checkpoint",
 }
 
 PERMANENT = frozenset(

@@ -181,3 +181,10 @@ class OutputSpec(ApiModel):
         description="Secret with the S3 credentials; unset: the pod's ambient credentials "
         "(workload identity).",
     )
+    keep_checkpoints: Literal["none", "best", "all"] = Field(
+        default="all",
+        description="Checkpoints left in S3 after a successful training. While training, the newest two "
+        "and the best one (early stopping) are kept; afterwards all keeps those (the default: nothing "
+        "is deleted that a later resume or inspection could want), best keeps only the best one by the "
+        "early-stopping metric (the last one without early stopping), none deletes them all.",
+    )

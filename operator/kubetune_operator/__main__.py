@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
 import kopf
@@ -40,6 +41,9 @@ def main() -> None:
             namespaces=ours.namespaces,
             liveness_endpoint=f"http://{ours.listen_address}:{ours.liveness_port}/healthz",
             standalone=True,
+            # Kopf's default identity asks the passwd database for the user's name, which an
+            # arbitrary non-root uid (Pod Security "restricted", OpenShift) may not have.
+            identity=socket.gethostname(),  # type: ignore[arg-type]  # Kopf's Identity: a NewType of str
         )
     )
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from kubetune_api.base import Quantity
 
 
 class OperatorSettings(BaseModel):
@@ -32,6 +34,17 @@ class OperatorSettings(BaseModel):
     trainer_env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment for trainer and export pods (JSON object)."
     )
+    pod_uid: int = Field(
+        default=10001, gt=0, description="User of trainer and export pods (the image's own user)."
+    )
+    pod_gid: int = Field(
+        default=10001, gt=0, description="Group of trainer and export pods; owns their volumes."
+    )
+    workspace_size: Quantity | None = Field(
+        default="50Gi",
+        description="ephemeral-storage request and limit of trainer and export pods (their emptyDirs: "
+        "model, data, checkpoints, caches); empty: none.",
+    )
     export_on_gpu: bool = Field(
         default=False,
         description="Run CPU-provider exports on GPU nodes too (default: CPU nodes, GPUs stay free).",
@@ -52,6 +65,8 @@ class OperatorSettings(BaseModel):
                     values[name] = json.loads(raw)
                 except ValueError:
                     values[name] = raw  # not JSON: validation below names the variable
+            elif type(None) in get_args(field.annotation):
+                values[name] = raw or None  # an empty optional setting is unset
             else:
                 values[name] = raw
         return cls.model_validate(values)

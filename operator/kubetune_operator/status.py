@@ -33,7 +33,9 @@ def new_status(ftj: FineTuneJob, decision: Decision, now: datetime) -> FineTuneJ
     return FineTuneJobStatus(
         phase=phase,
         conditions=[
-            condition(ConditionType.READY, T if phase == Phase.SUCCEEDED else F, *summary),
+            # A suspended job is as its spec asks: GitOps tools (kstatus) read it as Current, not as
+            # a rollout that never ends.
+            condition(ConditionType.READY, T if phase in (Phase.SUCCEEDED, Phase.SUSPENDED) else F, *summary),
             condition(
                 ConditionType.RECONCILING,
                 F if decision.finished or phase == Phase.SUSPENDED else T,

@@ -312,6 +312,79 @@ def test_a_volume_over_the_projects_folder_does_not_hide_the_environment(
     assert pod.status.container_statuses[0].state.terminated.message == "environment visible"
 
 
+RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10002, "fsGroup": 10003}
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def test_a_restricted_pod_runs_as_its_user_with_a_read_only_root_and_writable_volumes(
+    core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str
+) -> None:
+    """The agent honours the securityContext as a kubelet does, so a pod that writes outside its
+    volumes fails here as it would on a real node."""
+    script = """
+        import json, os, sys
+        status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines())
+        try:
+            open(os.path.join(sys.prefix, "written-by-a-pod"), "w")
+            outside = "written"
+        except OSError as e:
+            outside = os.strerror(e.errno)
+        with open("/scratch/out", "w") as f:
+            f.write("x")
+        report = {
+            "uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
+            "outside": outside, "scratchGroup": os.stat("/scratch/out").st_gid,
+            "noNewPrivs": status["NoNewPrivs"].strip(), "capEff": status["CapEff"].strip(),
+        }
+        open("/dev/termination-log", "w").write(json.dumps(report))
+    """
+    job = python_job(
+        "restricted",
+        script,
+        volumes=[{"name": "scratch", "emptyDir": {}}],
+        mounts=[{"name": "scratch", "mountPath": "/scratch"}],
+    )
+    job["spec"]["template"]["spec"]["securityContext"] = RESTRICTED_POD
+    job["spec"]["template"]["spec"]["containers"][0]["securityContext"] = RESTRICTED_CONTAINER
+    batch.create_namespaced_job(namespace, job)
+
+    wait_for(lambda: job_condition(batch, namespace, "restricted", "Complete"), 120, "the Job to complete")
+    (pod,) = job_pods(core, namespace, "restricted")
+    report = json.loads(pod.status.container_statuses[0].state.terminated.message)
+    assert report == {
+        "uid": 10001,
+        "gid": 10002,
+        "groups": [10003],
+        "outside": "Read-only file system",
+        "scratchGroup": 10003,
+        "noNewPrivs": "1",
+        "capEff": "0000000000000000",
+    }
+
+
+def test_run_as_non_root_without_a_user_is_refused_like_a_root_image(
+    core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str
+) -> None:
+    job = python_job("rootless", "print('never runs')")
+    job["spec"]["template"]["spec"]["securityContext"] = {"runAsNonRoot": True}
+    batch.create_namespaced_job(namespace, job)
+
+    def refused() -> Any:
+        for pod in job_pods(core, namespace, "rootless"):
+            for status in pod.status.container_statuses or []:
+                waiting = status.state.waiting
+                if waiting is not None and waiting.reason == "CreateContainerConfigError":
+                    return waiting
+        return None
+
+    waiting = wait_for(refused, 60, "the container to be refused")
+    assert "runAsNonRoot and image will run as root" in waiting.message
+
+
 def test_pods_resolve_headless_service_hostnames_for_a_rendezvous(
     core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str
 ) -> None:

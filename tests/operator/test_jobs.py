@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from builder_cases import GPU, GPU_TOLERATION, JOB_BUILDERS, SETTINGS, build, container, pod_spec
+from builder_cases import GPU, GPU_TOLERATION, JOB_BUILDERS, SETTINGS, build, container, env, pod_spec
 from operator_cases import Edit, delete, set_
 
 from kubetune_api.exit_codes import ExitCode
@@ -95,15 +95,25 @@ def test_export_placement(case: Placement) -> None:
 )
 def test_cpu_and_memory_requests_equal_limits(kind: str, edits: tuple[Edit, ...], expected: Any) -> None:
     resources = container(build(kind, *edits))["resources"]
+    expected = {**(expected or {}), "ephemeral-storage": SETTINGS.workspace_size}
     assert resources.get("requests") == expected
     assert resources.get("limits") == expected
+
+
+@pytest.mark.parametrize("kind", JOB_BUILDERS)
+def test_the_workspace_size_is_the_ephemeral_storage_request_and_limit_unless_unset(kind: str) -> None:
+    sized = container(build(kind, settings=OperatorSettings(workspace_size="200Gi")))["resources"]
+    assert sized["requests"]["ephemeral-storage"] == sized["limits"]["ephemeral-storage"] == "200Gi"
+    unsized = container(build(kind, settings=OperatorSettings(workspace_size=None)))["resources"]
+    assert "ephemeral-storage" not in unsized["requests"] | unsized["limits"]
 
 
 @pytest.mark.parametrize("kind", JOB_BUILDERS)
 def test_gpu_limit_without_cpu_or_memory(kind: str) -> None:
     edits = (delete("spec.resources.cpu"), delete("spec.resources.memory"), *GPUS_2, CUDA)
     resources = container(build(kind, *edits))["resources"]
-    assert resources == {"limits": {GPU: "2" if kind == "trainer" else "1"}}
+    storage = {"ephemeral-storage": SETTINGS.workspace_size}
+    assert resources == {"limits": {GPU: "2" if kind == "trainer" else "1", **storage}, "requests": storage}
 
 
 @pytest.mark.parametrize("kind", JOB_BUILDERS)
@@ -125,7 +135,7 @@ def test_priority_class_is_passed_through(kind: str) -> None:
 
 
 def test_permanent_exit_codes_are_the_trainers_known_errors() -> None:
-    retriable = {ExitCode.UNEXPECTED.value, ExitCode.PREEMPTED.value}
+    retriable = {ExitCode.UNEXPECTED.value, ExitCode.PREEMPTED.value, ExitCode.CHECKPOINT_LOST.value}
     assert set(jobs.PERMANENT_EXIT_CODES) == {c.value for c in ExitCode} - retriable
     assert set(jobs.PERMANENT_EXIT_CODES) == {c.value for c in ExitCode if c.permanent}
     assert jobs.PREEMPTED_EXIT_CODE == ExitCode.PREEMPTED
@@ -139,6 +149,8 @@ def test_pod_failure_policy(kind: str) -> None:
     assert container(job)["name"] == kind
     assert pod_spec(job)["restartPolicy"] == "Never"  # required by podFailurePolicy
     assert job["spec"]["podFailurePolicy"]["rules"] == [
+        # A lost checkpoint counts, even on a disrupted pod: the first matching rule wins.
+        {"action": "Count", "onExitCodes": {"containerName": kind, "operator": "In", "values": [8]}},
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         {
             "action": "FailJob",
@@ -171,10 +183,48 @@ def test_several_gpus_on_one_node_run_one_process_per_gpu() -> None:
     assert container(job)["resources"]["limits"][GPU] == "4"
     env = {e["name"]: e.get("value") for e in container(job)["env"]}
     assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "270"  # within the 300 s grace period
-    assert {"name": "dshm", "mountPath": "/dev/shm"} in container(job)["volumeMounts"]
-    assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in pod_spec(job)["volumes"]
-    assert "dshm" not in str(build("trainer"))  # one process needs no shared memory
     assert "completionMode" not in job["spec"] and "subdomain" not in pod_spec(job)
+
+
+# --- Pod Security "restricted" (the apiserver's own check: tests/e2e/test_pod_security.py) -------------
+
+
+@pytest.mark.parametrize("kind", JOB_BUILDERS)
+def test_pods_run_as_the_configured_non_root_user_without_privileges(kind: str) -> None:
+    settings = OperatorSettings(pod_uid=2000, pod_gid=3000)
+    job = build(kind, settings=settings)
+    assert pod_spec(job)["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 2000,
+        "runAsGroup": 3000,
+        "fsGroup": 3000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container(job)["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+    }
+
+
+@pytest.mark.parametrize("kind", JOB_BUILDERS)
+def test_every_writable_path_is_an_empty_dir_and_caches_point_there(kind: str) -> None:
+    job = build(kind)
+    volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
+    writable = {m["mountPath"]: m["name"] for m in container(job)["volumeMounts"] if not m.get("readOnly")}
+    assert writable == {"/workspace": "workspace", "/cache": "cache", "/tmp": "tmp", "/dev/shm": "dshm"}
+    assert all("emptyDir" in volumes[name] for name in writable.values())
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory"}  # NCCL and DataLoader workers
+    values = {name: v.get("value", "") for name, v in env(job).items()}
+    for cache in ("HF_HOME", "XDG_CACHE_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "MPLCONFIGDIR"):
+        assert values[cache].startswith("/cache"), cache
+
+
+def test_only_the_trainer_gets_a_service_account_token() -> None:
+    """The trainer patches its FineTuneJob's progress; the export pod needs no API access."""
+    assert pod_spec(build("trainer"))["automountServiceAccountToken"] is True
+    assert pod_spec(build("exporter"))["automountServiceAccountToken"] is False
 
 
 def test_cpu_nodes_run_one_process_each() -> None:

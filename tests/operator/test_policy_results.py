@@ -118,3 +118,53 @@ def test_collect(exporter: Child | None, metrics: dict[str, float], kinds: list[
     got_metrics, artifacts = results.collect(seen.trainer, seen.exporter)
     assert got_metrics == metrics
     assert [a.kind.value for a in artifacts] == kinds
+
+
+RESULT_URI = "s3://kubetune-dev/runs/tiny/run-1/training_result.json"
+
+
+def test_a_truncated_result_points_the_status_at_the_full_record() -> None:
+    """Both sides of the contract: a trainer result of more than 4 KiB, rendered by the trainer's own
+    code, read by this policy. What was left out is named, and the full record becomes an artifact."""
+    from kubetune_trainer.result import RESULT_LIMIT, render
+
+    metrics = {f"metric{i:03d}": float(i) for i in range(300)} | {"evalLoss": 0.5}
+    message = render(metrics, [ADAPTER], RESULT_URI)
+    assert len(json.dumps({"metrics": metrics, "artifacts": [ADAPTER]})) > RESULT_LIMIT >= len(message)
+    ftj = tiny(EXPORT_DISABLED)
+    trainer: Child = (
+        job("trainer", succeeded=1, completionTime=ago(5), conditions=(cond("Complete"),)),
+        [pod("trainer", "tiny-train-a", 0, "Completed", message, ago(5))],
+    )
+    seen = observed(ftj, trainer, None)
+    got_metrics, artifacts = results.collect(seen.trainer, seen.exporter)
+    assert [(a.kind.value, a.uri) for a in artifacts] == [
+        ("adapter", ADAPTER["uri"]),
+        ("metrics", RESULT_URI),
+    ]
+    assert got_metrics["evalLoss"] == 0.5 and 0 < len(got_metrics) < len(metrics)
+    (note,) = results.truncation_notes(seen.trainer, seen.exporter)
+    assert "metrics.* (" in note and note.endswith(f"the full result is at {RESULT_URI}")
+    decision = decide(ftj, seen, NOW)
+    assert ("metrics", RESULT_URI) in [(a.kind.value, a.uri) for a in decision.artifacts]
+    assert decision.message.endswith(f"; {note}")  # in status.message, where the user looks
+
+
+def test_summarised_artifacts_are_kept_and_a_listed_record_is_not_repeated() -> None:
+    manifest = "s3://kubetune-dev/runs/tiny/run-1/manifest.json"
+    message = json.dumps(
+        {
+            "metrics": {},
+            "artifacts": [{"kind": "onnx", "uri": ONNX["uri"]}, {"kind": "manifest", "uri": manifest}],
+            "truncated": ["metrics.parity", "artifacts.sizeBytes", "artifacts.sha256"],
+            "resultUri": manifest,
+        }
+    )
+    ftj = tiny()
+    seen = observed(ftj, T_COMPLETE, exporter_with(message))
+    _, artifacts = results.collect(seen.trainer, seen.exporter)
+    assert [(a.kind.value, a.uri, a.sha256) for a in artifacts][-2:] == [
+        ("onnx", ONNX["uri"], None),
+        ("manifest", manifest, None),
+    ]
+    assert results.truncation_notes(seen.trainer) == []  # the trainer's own result was whole

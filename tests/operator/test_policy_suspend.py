@@ -40,10 +40,10 @@ CASES = [
         edits=(SUSPEND,),
         reason="Suspended",
         says=("spec.suspend",),
-        kstatus=(F, F, F),
+        kstatus=(T, F, F),
     ),
     Case(
-        "suspended-before-start", *(T_SUSPENDED, None), Phase.SUSPENDED, edits=(SUSPEND,), kstatus=(F, F, F)
+        "suspended-before-start", *(T_SUSPENDED, None), Phase.SUSPENDED, edits=(SUSPEND,), kstatus=(T, F, F)
     ),
     Case(
         "suspend-without-children-still-creates",
@@ -60,7 +60,7 @@ CASES = [
         edits=(SUSPEND,),
         says=("the export is stopped",),
         trained=T,
-        kstatus=(F, F, F),
+        kstatus=(T, F, F),
         metrics=TRAINER_METRICS,
         artifacts=("adapter",),
     ),

@@ -53,7 +53,9 @@ def _start(config: dict[str, Any], root: Path) -> subprocess.Popen[bytes]:
 def _steps_seen(progress: Path) -> int:
     if not progress.exists():
         return 0
-    steps = [json.loads(line).get("step", 0) for line in progress.read_text().splitlines() if line]
+    # Only whole lines: the trainer may be in the middle of appending the last one.
+    lines = progress.read_text().split("\n")[:-1]
+    steps = [json.loads(line).get("step", 0) for line in lines if line]
     return max(steps, default=0)
 
 

@@ -37,10 +37,11 @@ def with_export(job: TrainerInput, **export: Any) -> TrainerInput:
 
 
 def export_elsewhere(tiny_run: dict[str, Any], tmp_path: Path, **export: Any) -> tuple[TrainerInput, Path]:
-    """The trained run's adapter copied to a fresh output root, and the run pointed at it with the
-    export settings changed: an export whose outputs are its own."""
+    """The trained run's adapter and result (which records the adapter's sha256) copied to a fresh output
+    root, and the run pointed at it with the export settings changed: an export whose outputs are its own."""
     out = tmp_path / "out"
     shutil.copytree(tiny_run["root"] / "out" / ADAPTER_DIR, out / ADAPTER_DIR)
+    shutil.copyfile(tiny_run["root"] / "out" / RESULT_FILE, out / RESULT_FILE)
     job = with_export(tiny_run["job"], **export)
     return job.model_copy(update={"run": job.run.model_copy(update={"output_root": str(out)})}), out
 

@@ -2,9 +2,10 @@
 
 The HF Trainer writes a checkpoint folder (weights or adapter, optimizer, scheduler, RNG states and the
 trainer state that holds the data position) every saveSteps and when SIGTERM arrives. Each one is
-uploaded to <output.uri>/checkpoints/checkpoint-<step>/ and marked complete by a last, separate object,
-so a pod killed mid-upload never leaves a checkpoint that looks whole. A new trainer pod of the same run
-downloads the newest complete checkpoint and resumes from it.
+uploaded to <output.uri>/checkpoints/checkpoint-<step>/ and marked complete by a last, separate object
+that records the sha256 of every file, so a pod killed mid-upload never leaves a checkpoint that looks
+whole. A new trainer pod of the same run downloads the newest complete checkpoint, checks every file
+against that record and resumes from it.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from typing import Any
 from transformers import TrainerCallback
 
 from kubetune_api.layout import CHECKPOINTS_DIR
-from kubetune_trainer import distributed
+from kubetune_trainer import distributed, integrity
 from kubetune_trainer.errors import ExitCode, TrainerError
 from kubetune_trainer.progress import ProgressSink, utc_now
 from kubetune_trainer.storage import Storage, join_uri
 
 log = logging.getLogger(__name__)
 
-# Written after every other file of a checkpoint: its presence means the upload finished.
+# Written after every other file of a checkpoint: its presence means the upload finished, and it holds
+# the sha256 of every other file (integrity.record).
 COMPLETE_MARKER = "checkpoint-complete"
 _FOLDER = re.compile(r"^checkpoint-(\d+)$")
 # Checkpoints kept in S3 besides the best one: the newest and the one before it.
@@ -65,18 +67,29 @@ class CheckpointStore:
 
     def upload(self, folder: Path, step: int, scratch: Path) -> StoredCheckpoint:
         uri = join_uri(self.uri, folder_name(step))
-        self.storage.upload_dir(folder, uri)
-        self.storage.upload_bytes(b"", join_uri(uri, COMPLETE_MARKER), scratch)
+        entries = self.storage.upload_dir(folder, uri)
+        marker = json.dumps(integrity.record(entries), sort_keys=True).encode()
+        self.storage.upload_bytes(marker, join_uri(uri, COMPLETE_MARKER), scratch)
         return StoredCheckpoint(step, uri)
 
     def download(self, checkpoint: StoredCheckpoint, root: Path) -> Path:
-        """The checkpoint as the local folder root/checkpoint-<step>; reused when already complete."""
+        """The checkpoint as the local folder root/checkpoint-<step>, every file checked against the
+        sha256 its marker records; reused when a process of this pod already fetched and checked it."""
         local = root / folder_name(checkpoint.step)
         if (local / COMPLETE_MARKER).exists():
             return local
-        fetched = self.storage.download(checkpoint.uri, local)
-        if fetched != local:  # a local output folder is not downloaded: copy it where it is expected
-            shutil.copytree(fetched, local, dirs_exist_ok=True)
+        shutil.rmtree(local, ignore_errors=True)
+        staging = root / f".{folder_name(checkpoint.step)}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        fetched = self.storage.download(checkpoint.uri, staging)
+        marker = fetched / COMPLETE_MARKER
+        digests = integrity.parse_record(marker.read_text(), join_uri(checkpoint.uri, COMPLETE_MARKER))
+        integrity.verify_folder(fetched, digests, checkpoint.uri, ignore=[COMPLETE_MARKER])
+        # Only a checked folder gets the name the Trainer (and this pod's other processes) look for.
+        if fetched == staging:
+            staging.rename(local)
+        else:  # a local output folder is not downloaded: copy it where it is expected
+            shutil.copytree(fetched, local)
         return local
 
     def prune(self, keep_step: int | None) -> None:
@@ -88,6 +101,24 @@ class CheckpointStore:
             if checkpoint.step not in keep:
                 self.storage.delete_file(join_uri(checkpoint.uri, COMPLETE_MARKER))
                 self.storage.delete_folder(checkpoint.uri)
+
+    def retain(self, keep: str, best: int | None) -> list[int]:
+        """After a successful training: keep `all` checkpoints, the `best` (else the newest) or
+        `none` (spec.output.keepCheckpoints). Returns the steps deleted."""
+        stored = self.complete()
+        if keep == "all" or not stored:
+            return []
+        kept = set()
+        if keep == "best":
+            steps = {c.step for c in stored}
+            kept = {best if best in steps else stored[-1].step}
+        deleted = []
+        for checkpoint in stored:
+            if checkpoint.step not in kept:
+                self.storage.delete_file(join_uri(checkpoint.uri, COMPLETE_MARKER))
+                self.storage.delete_folder(checkpoint.uri)
+                deleted.append(checkpoint.step)
+        return deleted
 
 
 def best_step(state: Any) -> int | None:
@@ -128,6 +159,9 @@ class CheckpointUploader(TrainerCallback):
         self.store, self.sink, self.scratch = store, sink, scratch
         # Local folders uploaded with every checkpoint (TensorBoard event files), and where to.
         self.extra_folders = extra_folders
+        # The steps whose checkpoint is stored, and why the latest failed upload failed.
+        self.uploaded: set[int] = set()
+        self.failures: dict[int, str] = {}
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
@@ -136,14 +170,17 @@ class CheckpointUploader(TrainerCallback):
         folder = Path(args.output_dir) / folder_name(step)
         if not folder.is_dir():
             log.warning("no local checkpoint at %s to upload", folder)
+            self.failures[step] = f"no local checkpoint at {folder}"
             return
         try:
             stored = self.store.upload(folder, step, self.scratch)
         except TrainerError as exc:
-            # Not fatal: training goes on, and the next save tries again (a resume would use the
-            # previous checkpoint).
+            # Not fatal while training goes on: the next save tries again (a resume would use the
+            # previous checkpoint). On SIGTERM there is no next save: see lost_on_stop.
             log.warning("checkpoint of step %d not uploaded: %s", step, exc)
+            self.failures[step] = exc.message
             return
+        self.uploaded.add(step)
         log.info("checkpoint of step %d uploaded to %s", step, stored.uri)
         self.sink.checkpoint({"step": step, "uri": stored.uri, "time": utc_now()})
         try:
@@ -157,6 +194,13 @@ class CheckpointUploader(TrainerCallback):
             if folder.is_dir():
                 self.store.storage.upload_dir(folder, uri)
 
+    def lost_on_stop(self, step: int) -> str | None:
+        """Why the checkpoint of the step training stopped at is not stored, or None if it is (or this
+        process is not the one that uploads)."""
+        if not distributed.is_main() or step in self.uploaded:
+            return None
+        return self.failures.get(step, "no checkpoint was saved at that step")
+
 
 class Preempted(TrainerError):
     """Training stopped on SIGTERM after its checkpoint was saved; a new pod resumes from it."""
@@ -164,6 +208,19 @@ class Preempted(TrainerError):
     def __init__(self, step: int) -> None:
         super().__init__(
             ExitCode.PREEMPTED, f"stopped on SIGTERM at step {step} after checkpointing; resume will follow"
+        )
+
+
+class CheckpointLost(TrainerError):
+    """Training stopped on SIGTERM, but the checkpoint of that step is not in S3: the replacement pod
+    resumes from an older one (or the start). Not PREEMPTED, so the stop counts against backoffLimit
+    and a store that keeps refusing uploads cannot loop forever."""
+
+    def __init__(self, step: int, reason: str) -> None:
+        super().__init__(
+            ExitCode.CHECKPOINT_LOST,
+            f"stopped on SIGTERM at step {step}, but its checkpoint did not upload ({reason}); the steps "
+            "since the last stored checkpoint are lost",
         )
 
 

@@ -20,6 +20,8 @@ TERMINATION_LOG_ENV = "KUBETUNE_TERMINATION_LOG"
 PREEMPTED_MARKER_ENV = "KUBETUNE_PREEMPTED_MARKER"
 RANK_MESSAGES_ENV = "KUBETUNE_RANK_MESSAGES"
 _TERMINATION_LOG = "/dev/termination-log"
+# The exit codes of a worker that stopped on SIGTERM at a step end.
+STOPPED_ON_SIGTERM = (ExitCode.PREEMPTED, ExitCode.CHECKPOINT_LOST)
 # Kubernetes keeps at most 4 KiB of the termination message.
 _TERMINATION_LIMIT = 4096
 
@@ -84,9 +86,10 @@ def run_entrypoint(name: str, job: Callable[[], object]) -> int:
     except TrainerError as exc:
         log.error("%s failed: %s", name, exc)
         write_termination_message(str(exc))
-        if exc.exit_code == ExitCode.PREEMPTED and os.environ.get(PREEMPTED_MARKER_ENV):
-            # Tells the distributed launcher that the stop on SIGTERM came after a checkpoint.
-            Path(os.environ[PREEMPTED_MARKER_ENV]).touch()
+        if exc.exit_code in STOPPED_ON_SIGTERM and os.environ.get(PREEMPTED_MARKER_ENV):
+            # Tells the distributed launcher how the stop on SIGTERM went: after a checkpoint (7), or
+            # with the checkpoint lost (8). Every rank agrees on it (train.run_training).
+            Path(os.environ[PREEMPTED_MARKER_ENV]).write_text(str(int(exc.exit_code)))
         return int(exc.exit_code)
     except Exception as exc:
         log.exception("%s failed unexpectedly", name)

@@ -1,6 +1,7 @@
 """Export entrypoint: python -m kubetune_trainer.export --config input.json
 
-lora, qlora: fp32 base + <run>/adapter/ → merged safetensors; full: <run>/model/ as is
+lora, qlora: fp32 base + <run>/adapter/ → merged safetensors; full: <run>/model/ as is (either one
+checked file by file against the sha256 the training result records)
 → ONNX (onnxruntime-genai model builder) → PyTorch-vs-ONNX parity on held-out prompts
 → <run>/{merged,onnx,onnx-adapter}/ and manifest.json (names from kubetune_api.layout)
 
@@ -29,6 +30,7 @@ from kubetune_api.layout import (
     ONNX_DIR,
     join_uri,
 )
+from kubetune_trainer import integrity
 from kubetune_trainer.cli import configure_logging, load_input, parse_args, run_entrypoint
 from kubetune_trainer.errors import export_error
 from kubetune_trainer.manifest import build_manifest, result_document
@@ -39,6 +41,7 @@ from kubetune_trainer.onnx_build import (
     merge_adapter,
 )
 from kubetune_trainer.parity import ParityReport, check_parity
+from kubetune_trainer.publish import trained_digests
 from kubetune_trainer.storage import FileEntry, Storage, describe_file
 from kubetune_trainer.train import fetch_base_model, fetch_dataset
 
@@ -54,6 +57,15 @@ def describe_existing(folder: Path, uri: str) -> list[FileEntry]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     ]
+
+
+def fetch_trained_folder(job: TrainerInput, group: str, storage: Storage, workdir: Path) -> Path:
+    """The trainer's adapter/ or model/, every file checked against the training result's record."""
+    uri = job.run.layout.folder(group)
+    expected = trained_digests(job.run, storage, workdir)
+    folder = storage.download(uri, workdir / f"{group}-in")
+    integrity.verify_folder(folder, expected, uri)
+    return folder
 
 
 class _Timer:
@@ -84,7 +96,7 @@ def merged_adapter(job: TrainerInput, storage: Storage, workdir: Path, timed: _T
     """lora, qlora: the adapter merged into the fp32 base (never into 4-bit weights)."""
     base_dir = timed("downloadBase", fetch_base_model, job.spec.base_model, storage, workdir)
     adapter_uri = job.run.layout.folder(ADAPTER_DIR)
-    adapter_dir = storage.download(adapter_uri, workdir / "adapter-in")
+    adapter_dir = fetch_trained_folder(job, ADAPTER_DIR, storage, workdir)
     merged = workdir / "export" / MERGED_DIR
     model, tokenizer = timed("merge", merge_adapter, base_dir, adapter_dir, merged)
     return Trained(
@@ -106,7 +118,7 @@ def full_model(job: TrainerInput, storage: Storage, workdir: Path, timed: _Timer
     from kubetune_trainer.models import load_model_and_tokenizer
 
     model_uri = job.run.layout.folder(MODEL_DIR)
-    model_dir = timed("downloadModel", storage.download, model_uri, workdir / "model-in")
+    model_dir = timed("downloadModel", fetch_trained_folder, job, MODEL_DIR, storage, workdir)
     model, tokenizer = load_model_and_tokenizer(model_dir, torch.float32)
     return Trained(
         model=model,
@@ -141,6 +153,8 @@ def export(job: TrainerInput, workdir: Path, storage: Storage | None = None) -> 
     storage, spec, out, timed = storage or Storage(), job.spec.export, workdir / "export", _Timer()
     layout = job.run.layout
     out.mkdir(parents=True, exist_ok=True)
+    # Before the downloads and the merge: without write access nothing of this could be stored.
+    storage.check_writable(layout.root, workdir / "scratch")
     fetch_trained = merged_adapter if job.spec.uses_adapter else full_model
     trained = fetch_trained(job, storage, workdir, timed)
     data = fetch_dataset(job.spec.dataset, storage, workdir)

@@ -4,9 +4,10 @@
 
 torchrun itself exits 1 whatever its workers exit with, and a SIGTERM makes it raise instead of
 reporting why the workers stopped. The operator's podFailurePolicy needs the trainer's own codes:
-2-6 fail the Job at once, 7 (checkpointed on SIGTERM) is not counted. So this runs torchrun in-process
-and exits with the first failed worker's code; on SIGTERM (workers are given
-TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds to checkpoint) it exits 7 if they stopped after a checkpoint.
+2-6 fail the Job at once, 7 (checkpointed on SIGTERM) is not counted, 8 (stopped on SIGTERM, checkpoint
+not uploaded) is. So this runs torchrun in-process and exits with the first failed worker's code; on
+SIGTERM (workers are given TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds to checkpoint) it exits 7 if they
+stopped after a stored checkpoint, 8 if they stopped but it did not upload.
 
 The pod's termination message matches: the workers leave theirs in a folder, and the launcher passes
 on the first failed worker's, or on success the first worker's (rank 0's result document on pod 0).
@@ -52,12 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     except SignalException as exc:
         pass_on_message(messages, None)
         if marker.exists():
-            log.warning("stopped on %s after the workers checkpointed", exc.sigval.name)
-            return int(ExitCode.PREEMPTED)
+            code = stopped_code(marker)
+            log.warning("stopped on %s at a step end: %s", exc.sigval.name, code.meaning)
+            return int(code)
         log.error("stopped on %s before the workers could checkpoint", exc.sigval.name)
         return exit_code_of_signal(int(exc.sigval))
     pass_on_message(messages, None)
     return 0
+
+
+def stopped_code(marker: Path) -> ExitCode:
+    """What the workers that stopped on SIGTERM left in the marker: 7, or 8 if the checkpoint was lost."""
+    text = marker.read_text().strip()
+    return ExitCode.CHECKPOINT_LOST if text == str(int(ExitCode.CHECKPOINT_LOST)) else ExitCode.PREEMPTED
 
 
 def pass_on_message(messages: Path, rank: int | None) -> None:

@@ -83,7 +83,7 @@ def result_document(job: TrainerInput, manifest: dict[str, Any], manifest_file: 
     artifacts.append(run_result.file_artifact("manifest", layout.folder(MANIFEST_FILE), manifest_file))
     renamed = {"prompts": "parityPrompts", "firstNTokens": "parityFirstNTokens"}
     parity = {renamed.get(k, k): v for k, v in (manifest["parity"] or {}).items()}
-    return run_result.render(parity, artifacts)
+    return run_result.render(parity, artifacts, layout.manifest)
 
 
 def entries_of(entries: list[dict[str, Any]]) -> list[FileEntry]:

@@ -31,8 +31,11 @@ def load_gguf(gguf_path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase
         raise model_error(f"GGUF file not found: {gguf_path}")
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        # A GGUF file holds tensors, never code or pickles; no repository code is run either.
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=torch.float32, trust_remote_code=False
+        )
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise model_error(f"cannot load GGUF {gguf_path}: {exc}") from exc
     _detach_gguf_quantizer(model)
@@ -95,8 +98,11 @@ def load_model_and_tokenizer(
 
     quantized = {"quantization_config": quantization_config} if quantization_config is not None else {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **quantized)
+        # Safetensors only (never unpickle weights) and no code from the model folder.
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, use_safetensors=True, trust_remote_code=False, **quantized
+        )
     except (ValueError, OSError, KeyError) as exc:
         raise model_error(f"cannot load base model from {path}: {exc}") from exc
     if tokenizer.pad_token is None:

@@ -19,6 +19,10 @@ from kubetune_trainer.errors import export_error, model_error
 log = logging.getLogger("kubetune_trainer.export")
 
 _BUILDER_LOG_TAIL = 3000
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# Always passed to the model builder: no Hugging Face token, and never the model folder's own Python
+# code (hf_remote is the builder's trust_remote_code for its config, tokenizer and peft loads).
+BUILDER_SAFETY_OPTIONS = ("hf_token=false", "hf_remote=false")
 
 
 def mixed_precision(int4: Int4Spec) -> str:
@@ -36,14 +40,18 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path) -> tuple[Any
 
     from kubetune_trainer.models import load_model_and_tokenizer
 
+    if not (adapter_dir / ADAPTER_WEIGHTS).is_file():
+        # peft would fall back to a pickled adapter_model.bin; only safetensors are loaded.
+        raise model_error(f"no {ADAPTER_WEIGHTS} in the adapter {adapter_dir}: only safetensors are loaded")
     base, _ = load_model_and_tokenizer(base_dir, torch.float32)
     try:
-        model = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+        model = PeftModel.from_pretrained(base, adapter_dir, trust_remote_code=False).merge_and_unload()
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise model_error(f"cannot apply adapter {adapter_dir} to {base_dir}: {exc}") from exc
     # The adapter folder holds the tokenizer the model was trained with.
     tokenizer = AutoTokenizer.from_pretrained(
-        adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
+        adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir,
+        trust_remote_code=False,
     )
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -65,7 +73,7 @@ def builder_arguments(
         "-i", str(input_dir), "-o", str(onnx_dir), "-p", spec.precision, "-e", spec.execution_provider,
         "-c", str(cache_dir),
     ]  # fmt: skip
-    extra = ["hf_token=false", *extra_options]
+    extra = [*BUILDER_SAFETY_OPTIONS, *extra_options]
     if spec.precision == "int4":
         int4 = spec.int4
         extra += [f"algo_config={int4.algorithm}", f"block_size={int4.block_size}"]

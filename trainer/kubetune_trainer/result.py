@@ -2,7 +2,13 @@
 
 The operator reads it from the pod status (no S3 access needed) and copies `metrics` and
 `artifacts` into the FineTuneJob's status. It must stay under the kubelet's 4 KiB limit, so it
-holds numbers and artifact summaries only; the full record is the manifest in S3.
+holds numbers and artifact summaries only; the full record is in S3 at `resultUri` (the training
+result, or the export's manifest).
+
+Nothing is left out silently: when the whole does not fit, metrics are dropped (the least important
+first) and then the artifacts' sizes and digests, and `truncated` names everything dropped
+(`metrics.<name>`, `artifacts.sizeBytes`, `artifacts.sha256`). Artifacts themselves (kind and URI)
+are never dropped.
 """
 
 from __future__ import annotations
@@ -41,16 +47,81 @@ def numeric(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def render(metrics: dict[str, Any], artifacts: list[dict[str, Any]]) -> str:
-    """Compact JSON; metrics are dropped (artifacts kept) if the whole would not fit."""
-    document = {"metrics": numeric(metrics), "artifacts": artifacts}
+# Kept longest when metrics must be dropped: the figures a person looks at first.
+KEY_METRICS = (
+    "evalLoss",
+    "trainLoss",
+    "steps",
+    "evalPerplexity",
+    "evalExactMatch",
+    "evalF1",
+    "evalRougeL",
+    "bestStep",
+    "bestMetric",
+    "parity",
+    "resumedFromStep",
+)
+# What summarised artifacts lose, in this order, when even they do not fit.
+_ARTIFACT_DETAILS = ("sizeBytes", "sha256")
+
+
+def _dump(document: dict[str, Any]) -> str:
+    return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
+
+def _by_importance(metrics: dict[str, float]) -> list[str]:
+    rank = {name: i for i, name in enumerate(KEY_METRICS)}
+    return sorted(metrics, key=lambda k: (rank.get(k, len(rank)), k))
+
+
+def render(metrics: dict[str, Any], artifacts: list[dict[str, Any]], result_uri: str) -> str:
+    """Compact JSON of at most RESULT_LIMIT bytes. If the whole does not fit, metrics are dropped one
+    by one (least important first), then the artifacts' details; `truncated` lists what was dropped
+    (each metric by name, or `metrics.*` with a count when even the names would not fit) and
+    `resultUri` points at the full record. Raises if even the artifacts' kinds and URIs do not fit,
+    which takes output URIs of several hundred characters: a loud failure, never a silent loss."""
+    numbers = numeric(metrics)
+    document: dict[str, Any] = {"metrics": numbers, "artifacts": artifacts}
     if "weightsSha256" in metrics:
         # Every rank of a distributed run reports it: equal digests show they trained one model.
         document["weightsSha256"] = metrics["weightsSha256"]
-    text = json.dumps(document, separators=(",", ":"), sort_keys=True)
-    if len(text.encode()) > RESULT_LIMIT:
-        text = json.dumps({"metrics": {}, "artifacts": artifacts}, separators=(",", ":"), sort_keys=True)
-    return text
+    text = _dump(document)
+    if len(text.encode()) <= RESULT_LIMIT:
+        return text
+    # Naming each dropped metric, or only counting them: whichever keeps more (artifact details first).
+    fits = [_fit(dict(document, resultUri=result_uri), numbers, named) for named in (True, False)]
+    fitting = [f for f in fits if len(f[2].encode()) <= RESULT_LIMIT]
+    if not fitting:
+        raise ValueError(
+            f"the artifacts' kinds and URIs alone exceed {RESULT_LIMIT} bytes: {fits[-1][2][:200]}"
+        )
+    return min(fitting, key=lambda f: (f[0], -f[1]))[2]
+
+
+def _fit(document: dict[str, Any], numbers: dict[str, float], named: bool) -> tuple[int, int, str]:
+    """(artifact details dropped, metrics kept, the document) after dropping what must go."""
+    kept, order = dict(numbers), _by_importance(numbers)
+    dropped: list[str] = []
+    document["metrics"] = kept
+
+    def size() -> int:
+        summary = [f"metrics.* ({len(dropped)} of {len(numbers)})"] if dropped else []
+        document["truncated"] = [f"metrics.{n}" for n in dropped] if named else summary
+        document["truncated"] += [f"artifacts.{d}" for d in _ARTIFACT_DETAILS if d in details_dropped]
+        return len(_dump(document).encode())
+
+    details_dropped: list[str] = []
+    while order and size() > RESULT_LIMIT:
+        name = order.pop()
+        del kept[name]
+        dropped.append(name)
+    for detail in _ARTIFACT_DETAILS:
+        if size() <= RESULT_LIMIT:
+            break
+        document["artifacts"] = [{k: v for k, v in a.items() if k != detail} for a in document["artifacts"]]
+        details_dropped.append(detail)
+    size()
+    return len(details_dropped), len(kept), _dump(document)
 
 
 def render_rank(outcome: dict[str, Any]) -> str:

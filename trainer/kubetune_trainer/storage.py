@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kubetune_trainer.errors import storage_error
+from kubetune_trainer.errors import TrainerError, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,12 @@ _S3_HINTS = {
     "SignatureDoesNotMatch": "the signature does not match: check AWS_SECRET_ACCESS_KEY",
     "InvalidAccessKeyId": "unknown access key: check AWS_ACCESS_KEY_ID",
 }
+
+
+# The only answers that mean "no such object"; anything else (403 above all) is an error.
+_MISSING = ("404", "NoSuchKey", "NotFound")
+# Written and deleted under a run's prefix at start, to fail fast without write access.
+PROBE_NAME = ".kubetune-write-probe"
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ def make_s3_client() -> Any:
 
 @contextmanager
 def _s3_errors(action: str, uri: str) -> Iterator[None]:
+    from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
@@ -119,15 +126,24 @@ def _s3_errors(action: str, uri: str) -> Iterator[None]:
         PartialCredentialsError,
     )
 
-    try:
-        yield
-    except ClientError as exc:
+    def client_error(exc: ClientError) -> TrainerError:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "")) or str(
             exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         )
         hint = _S3_HINTS.get(code, error.get("Message") or str(exc))
-        raise storage_error(f"cannot {action} {uri}: {code}: {hint}") from exc
+        return storage_error(f"cannot {action} {uri}: {code}: {hint}")
+
+    try:
+        yield
+    except ClientError as exc:
+        raise client_error(exc) from exc
+    except S3UploadFailedError as exc:
+        # The transfer manager wraps the server's answer (a denied or unsigned PUT) in its own error.
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, ClientError):
+            raise client_error(cause) from exc
+        raise storage_error(f"cannot {action} {uri}: {exc}") from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:
         raise storage_error(
             f"cannot {action} {uri}: no S3 credentials; set spec.output.credentialsSecretRef to a Secret "
@@ -174,17 +190,22 @@ class Storage:
         return self._download_prefix(location, dest)
 
     def _object_exists(self, location: S3Location) -> bool:
+        """Whether the object exists. Only a 404 means missing: a denied read raises, so that a lack
+        of rights is never taken for an absent file (a run "not trained yet", a prefix to list)."""
         from botocore.exceptions import ClientError
 
         with _s3_errors("read", location.uri):
             try:
                 self.client.head_object(Bucket=location.bucket, Key=location.key)
             except ClientError as exc:
-                # HEAD responses have no body, so S3 sends bare status codes: a missing key or
-                # bucket is 404, a bad signature or a denied read 403. The listing that follows
-                # (or the GET) answers with the precise error code.
-                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "403"):
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code in _MISSING:
                     return False
+                if code == "403":
+                    # HEAD responses have no body, so S3 sends a bare 403 for a bad signature, an
+                    # unknown key and a denied read alike; a one-byte GET names the precise error.
+                    self.client.get_object(Bucket=location.bucket, Key=location.key, Range="bytes=0-0")
+                    return True
                 raise
         return True
 
@@ -255,6 +276,17 @@ class Storage:
         self._download_object(location, target)
         return target.read_text()
 
+    def check_writable(self, uri: str, scratch: Path) -> None:
+        """Write and delete a small probe object under the folder `uri`: missing write (or delete)
+        rights fail here, before hours of training, with the URI and the S3 error code."""
+        probe = join_uri(uri, PROBE_NAME)
+        try:
+            self.upload_bytes(b"kubetune write probe\n", probe, scratch)
+            self.delete_file(probe)
+        except TrainerError as exc:
+            raise storage_error(f"no write access to the run's output {uri}: {exc.message}") from exc
+        log.info("write access to %s checked", uri)
+
     # --- listing and deleting folders ---
 
     def list_folder(self, uri: str) -> list[str]:
@@ -284,4 +316,13 @@ class Storage:
         with _s3_errors("delete", uri):
             for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
                 batch = [{"Key": key} for key in keys[start : start + 1000]]
-                self.client.delete_objects(Bucket=location.bucket, Delete={"Objects": batch, "Quiet": True})
+                answer = self.client.delete_objects(
+                    Bucket=location.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+                # DeleteObjects answers 200 and lists the keys it could not delete.
+                for error in answer.get("Errors", [])[:1]:
+                    key_uri = S3Location(location.bucket, error.get("Key", "")).uri
+                    code = error.get("Code", "")
+                    raise storage_error(
+                        f"cannot delete {key_uri}: {code}: {_S3_HINTS.get(code, error.get('Message'))}"
+                    )

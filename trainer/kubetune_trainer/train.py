@@ -1,8 +1,8 @@
 """Training entrypoint: python -m kubetune_trainer.train --config input.json
 
-A main of four stages: load the inputs (base model and data) → build the HF Trainer (method,
-collator, callbacks, resume) → train → publish (weights, metrics and the result document, under the
-run's layout from kubetune_api.layout).
+A main of four stages: load the inputs (base model and data, after checking that the run's output
+is writable) → build the HF Trainer (method, collator, callbacks, resume) → train → publish (weights,
+metrics and the result document, under the run's layout from kubetune_api.layout; see publish.py).
 
 - lora: an adapter on the fp32 base → <run>/adapter/
 - qlora: an adapter on a 4/8-bit bitsandbytes base → <run>/adapter/
@@ -14,24 +14,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubetune_api import RunContext, TrainerInput
-from kubetune_api.layout import ARTIFACT_KINDS, LOG_HISTORY_FILE, METRICS_FILE
+from kubetune_api import TrainerInput
 from kubetune_api.v1alpha1 import DatasetSpec, FineTuneJobSpec, ModelSource
 from kubetune_trainer import distributed
 from kubetune_trainer import result as run_result
 from kubetune_trainer.checkpoints import (
+    CheckpointLost,
     CheckpointStore,
     CheckpointUploader,
     Preempted,
     PreemptionWatch,
-    best_step,
     folder_name,
     restore,
 )
@@ -53,6 +51,14 @@ from kubetune_trainer.data import (
 from kubetune_trainer.distributed import all_gather, weights_digest
 from kubetune_trainer.evaluation import STATUS_NAMES
 from kubetune_trainer.progress import ProgressCallback, ProgressSink, sink_from_env
+from kubetune_trainer.publish import (
+    early_stopping_metrics,
+    publish,
+    result_message,
+    retain_checkpoints,
+    stored_result,
+    training_metrics,
+)
 from kubetune_trainer.storage import Storage, sha256_file
 
 log = logging.getLogger("kubetune_trainer.train")
@@ -274,7 +280,13 @@ def run_training(session: Session) -> Trained:
     trainer = session.trainer
     result = trainer.train(resume_from_checkpoint=str(session.resume_dir) if session.resume_dir else None)
     if session.preemption.preempted:
-        raise Preempted(trainer.state.global_step)
+        step = int(trainer.state.global_step)
+        # Every rank must exit with the same code (the launcher reports one per pod): rank 0, the only
+        # uploader, tells the others whether the checkpoint of the stop is stored.
+        lost = session.uploader.lost_on_stop(step)
+        if distributed.any_rank(lost is not None):
+            raise CheckpointLost(step, lost or "rank 0 could not upload it")
+        raise Preempted(step)
     # With early stopping the Trainer has loaded the best checkpoint: this evaluates what is shipped.
     eval_metrics = trainer.evaluate() if trainer.eval_dataset else {}
     if session.kv_cache is not None:
@@ -282,78 +294,6 @@ def run_training(session: Session) -> Trained:
     digest = weights_digest(trainer.model)
     digests = all_gather(digest)
     return Trained(result, eval_metrics, digest, len(set(digests)) == 1)
-
-
-# ---- stage 4: publish --------------------------------------------------------------------------------
-
-
-def _loss_history(log_history: list[dict[str, Any]], key: str) -> list[float]:
-    return [entry[key] for entry in log_history if key in entry]
-
-
-def training_metrics(
-    trainer: Any, result: Any, eval_metrics: dict[str, float], extra: dict[str, Any]
-) -> dict[str, Any]:
-    losses = _loss_history(trainer.state.log_history, "loss")
-    runtime = result.metrics.get("train_runtime") or 0.0
-    tokens = trainer.state.num_input_tokens_seen
-    return {
-        "trainLoss": result.training_loss,
-        "firstLoss": losses[0] if losses else None,
-        "lastLoss": losses[-1] if losses else None,
-        "evalLoss": eval_metrics.get("eval_loss"),
-        "steps": trainer.state.global_step,
-        "epochs": trainer.state.epoch,
-        "trainRuntimeSeconds": round(runtime, 2),
-        "secondsPerStep": round(runtime / max(trainer.state.global_step, 1), 3),
-        "tokensSeen": tokens,
-        "tokensPerSecond": round(tokens / runtime, 1) if runtime else None,
-        **extra,
-    }
-
-
-def early_stopping_metrics(spec: FineTuneJobSpec, state: Any) -> dict[str, Any]:
-    if spec.evaluation is None or spec.evaluation.early_stopping is None:
-        return {}
-    return {
-        "bestStep": best_step(state),
-        "bestMetric": state.best_metric,
-        "stoppedEarly": 1.0 if state.global_step < state.max_steps else 0.0,
-    }
-
-
-def save_trained(model: Any, tokenizer: Any, metrics: dict[str, Any], out_dir: Path) -> Path:
-    """The adapter (lora, qlora) or the whole model as safetensors (full), tokenizer and metrics."""
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    model.save_pretrained(out_dir)  # safetensors
-    # The tokenizer travels with the weights so the export job's prompts match training exactly.
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    return out_dir
-
-
-def publish(
-    job: TrainerInput, storage: Storage, workdir: Path, trainer: Any, tokenizer: Any, metrics: dict[str, Any]
-) -> dict[str, Any]:
-    """Upload the trained weights with the tokenizer, metrics and log, then the run's result document
-    (last: it marks the run as trained). Returns that document."""
-    layout = job.run.layout
-    group = layout.trained_dir(job.spec.uses_adapter)
-    out_dir = save_trained(trainer.model, tokenizer, metrics, workdir / group)
-    (out_dir / LOG_HISTORY_FILE).write_text(json.dumps(trainer.state.log_history, indent=1))
-    out_uri = layout.folder(group)
-    entries = storage.upload_dir(out_dir, out_uri)
-    outcome = {**metrics, "artifacts": [run_result.folder_artifact(ARTIFACT_KINDS[group], out_uri, entries)]}
-    storage.upload_bytes(json.dumps(outcome, sort_keys=True).encode(), layout.result, workdir / "scratch")
-    return outcome
-
-
-def stored_result(run: RunContext, storage: Storage, workdir: Path) -> dict[str, Any] | None:
-    """The result of this run if it was trained before (a pod replaced after its upload, or the same
-    spec applied again)."""
-    finished = storage.read_if_exists(run.layout.result, workdir / "scratch")
-    return None if finished is None else dict(json.loads(finished))
 
 
 # ---- main --------------------------------------------------------------------------------------------
@@ -364,11 +304,15 @@ def train(job: TrainerInput, workdir: Path, sink: ProgressSink, storage: Storage
     run calls this; only the main one uploads and returns artifacts, the others their weights digest."""
     storage = storage or Storage()
     spec, started = job.spec, time.monotonic()
+    if distributed.is_main():
+        # Before anything slow: without write access no checkpoint or result could ever be stored.
+        storage.check_writable(job.run.layout.root, workdir / "scratch")
     finished = stored_result(job.run, storage, workdir)
     if finished is not None:
         log.info("run %s is already trained; reporting its stored result", job.run.run_id)
         if not distributed.is_main():
             return {"rank": distributed.rank(), "weightsSha256": finished.get("weightsSha256")}
+        retain_checkpoints(job, storage, finished)  # again: the first pod may have stopped before it
         sink.metrics(finished)
         return finished
     # First, so that a SIGTERM while downloading still ends in a checkpoint at the first step.
@@ -409,6 +353,7 @@ def train(job: TrainerInput, workdir: Path, sink: ProgressSink, storage: Storage
     )
     session.uploader.upload_extras()  # the TensorBoard files, complete
     outcome = publish(job, storage, workdir, trainer, inputs.tokenizer, metrics)
+    retain_checkpoints(job, storage, outcome)
     sink.metrics(metrics)
     distributed.barrier()
     log.info("metrics %s", json.dumps(metrics, sort_keys=True))
@@ -427,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             return None  # the pod's first process speaks for the pod
         if "artifacts" not in outcome:
             return run_result.render_rank(outcome)
-        return run_result.render(outcome, outcome.pop("artifacts"))
+        return result_message(run_input, outcome)
 
     return run_entrypoint("train", job)
 

@@ -16,6 +16,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .security import Identity
+
+ROOT = Identity(uid=0, gid=0, groups=(), read_only_root=False, no_new_privileges=False)
+# The kernel's filesystems stay as a runtime leaves them; everything else may be made read-only.
+_KERNEL_MOUNTS = ("/proc", "/sys", "/dev")
+
 _QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
 _UNITS = {
     "": 1,
@@ -56,6 +62,7 @@ class LaunchSpec:
     memory_cgroup: Path | None
     # Folders the process needs (the project and its Python): re-exposed if a volume covers them.
     keep_visible: tuple[Path, ...] = ()
+    identity: Identity = ROOT
 
 
 def _memory_cgroup_root() -> Path | None:
@@ -105,6 +112,35 @@ def remove_cgroup(cgroup: Path | None) -> None:
             cgroup.rmdir()
 
 
+def untraversable_ancestor(path: Path) -> Path | None:
+    """The highest folder above `path` that other users may not enter (say a 0700 /root holding the
+    Python installation), or None."""
+    for ancestor in reversed(path.parents):
+        if ancestor != Path("/") and not ancestor.stat().st_mode & 0o001:
+            return ancestor
+    return None
+
+
+def _read_only_root_lines(spec: LaunchSpec) -> list[str]:
+    """Every mount but the kernel's and the pod's own volumes becomes read-only, in this namespace."""
+    keep = [*_KERNEL_MOUNTS, *(m.target.rstrip("/") for m in spec.mounts)]
+    patterns = "|".join(f"{shlex.quote(k)}|{shlex.quote(k)}/*" for k in keep)
+    return [
+        "for target in $(awk '{print $5}' /proc/self/mountinfo); do",
+        f'  case "$target" in {patterns}) continue ;; esac',
+        '  mount -o remount,bind,ro "$target"',
+        "done",
+    ]
+
+
+def _drop_privileges_prefix(identity: Identity) -> str:
+    """setpriv: the container's user and groups, no capabilities, optionally no new privileges."""
+    groups = f"--groups={','.join(map(str, identity.groups))}" if identity.groups else "--clear-groups"
+    flags = [f"--reuid={identity.uid}", f"--regid={identity.gid}", groups, "--inh-caps=-all"]
+    flags += ["--bounding-set=-all"] + (["--no-new-privs"] if identity.no_new_privileges else [])
+    return f"setpriv {' '.join(flags)} -- "
+
+
 def _setup_script(spec: LaunchSpec) -> str:
     lines = ["set -e", f"hostname {shlex.quote(spec.hostname)}"]
     if spec.memory_cgroup is not None:
@@ -113,6 +149,11 @@ def _setup_script(spec: LaunchSpec) -> str:
     # environment the command runs from. Hold each such folder open first, and bind it back from the
     # open descriptor afterwards (a path would resolve to the covered folder).
     covered = [k for k in spec.keep_visible if any(k.is_relative_to(m.target) for m in spec.mounts)]
+    # A non-root process cannot enter a private folder above the environment (root's home): a small
+    # tmpfs open to all covers that folder, and the environment is bound back inside it.
+    private = {} if spec.identity.is_root else {k: untraversable_ancestor(k) for k in spec.keep_visible}
+    private_roots = sorted({a for a in private.values() if a is not None})
+    covered += [k for k, a in private.items() if a is not None and k not in covered]
     held = list(zip(range(7, 10), covered, strict=False))  # sh redirections take one-digit descriptors
     lines += [f"exec {fd}<{shlex.quote(str(path))}" for fd, path in held]
     for m in spec.mounts:
@@ -125,6 +166,8 @@ def _setup_script(spec: LaunchSpec) -> str:
         lines.append(f"mount --bind {src} {dst}")
         if m.read_only:
             lines.append(f"mount -o remount,bind,ro {dst}")
+    for folder in private_roots:
+        lines.append(f"mount -t tmpfs -o mode=0755,size=64k kubetune-env {shlex.quote(str(folder))}")
     for fd, path in held:
         dst = shlex.quote(str(path))
         lines += [
@@ -133,8 +176,11 @@ def _setup_script(spec: LaunchSpec) -> str:
             f"exec {fd}<&-",
         ]
     lines.append(f"mkdir -p {shlex.quote(spec.working_dir)}")
+    if spec.identity.read_only_root:
+        lines += _read_only_root_lines(spec)
     lines.append(f"cd {shlex.quote(spec.working_dir)}")
-    lines.append('exec "$@"')
+    drop = "" if spec.identity == ROOT else _drop_privileges_prefix(spec.identity)
+    lines.append(f'exec {drop}"$@"')
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import queue
 import shutil
 import signal
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes.client.exceptions import ApiException
 
-from . import hosts, process
+from . import hosts, process, security
 from .env import ContainerConfigError, container_env, expand
 from .volumes import VolumeNotReady, materialise
 
@@ -256,9 +257,10 @@ class PodRunner(threading.Thread):
     def _start(self, c: ContainerState, volumes: dict[str, Path]) -> bool:
         spec = c.spec
         c.proc = None
-        env = self._container_env(c)
-        if env is None:
+        config = self._container_config(c)
+        if config is None:
             return False
+        env, identity = config
         argv = [expand(a, env) for a in (spec.get("command") or []) + (spec.get("args") or [])]
         if not spec.get("command"):
             # Images are never pulled here, so an image's own ENTRYPOINT is unknown.
@@ -276,6 +278,8 @@ class PodRunner(threading.Thread):
         term_file = self.dir / "termination" / f"{c.name}-{c.restart_count}"
         term_file.parent.mkdir(parents=True, exist_ok=True)
         term_file.write_bytes(b"")
+        # The container's own file, writable by its user as on a kubelet.
+        os.chown(term_file, identity.uid, identity.gid)
         mounts.append(process.Mount(term_file, spec.get("terminationMessagePath") or "/dev/termination-log"))
         mounts.append(process.Mount(self.agent.hosts_file(self), "/etc/hosts"))
         limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
@@ -290,6 +294,7 @@ class PodRunner(threading.Thread):
                 log_file=self._log_file(c, c.restart_count),
                 memory_cgroup=c.cgroup,
                 keep_visible=self.agent.environment_roots,
+                identity=identity,
             )
         )
         c.started_at = now()
@@ -297,11 +302,13 @@ class PodRunner(threading.Thread):
         self.agent.event(self.pod, "Started", f"Started container {c.name}")
         return True
 
-    def _container_env(self, c: ContainerState) -> dict[str, str] | None:
-        """Retries like a kubelet while a referenced Secret/ConfigMap key is missing."""
+    def _container_config(self, c: ContainerState) -> tuple[dict[str, str], security.Identity] | None:
+        """Retries like a kubelet while a referenced Secret/ConfigMap key is missing, or while the
+        securityContext cannot be met."""
         while True:
             try:
-                return container_env(self.agent.core, self.pod, c.spec, self._base_env())
+                env = container_env(self.agent.core, self.pod, c.spec, self._base_env())
+                return env, security.identity(self.pod, c.spec)
             except ContainerConfigError as e:
                 self._set_waiting([c], "CreateContainerConfigError", str(e))
                 self.agent.event(self.pod, "Failed", f"Error: {e}", warning=True)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 
 from .fields import field_value
+from .security import fs_group
 from .sources import Kind, MissingSource, read_data
 
 
@@ -108,6 +110,7 @@ def materialise(
 ) -> dict[str, Path]:
     """Writes every volume of the pod and returns volume name -> host directory."""
     namespace = pod["metadata"]["namespace"]
+    group = fs_group(pod)
     paths: dict[str, Path] = {}
     for volume in pod["spec"].get("volumes") or []:
         name = volume["name"]
@@ -115,6 +118,7 @@ def materialise(
         files: list[tuple[str, bytes, int]] | None = None
         if "emptyDir" in volume:
             target.mkdir(parents=True, exist_ok=True)
+            os.chmod(target, 0o777)  # as a kubelet makes it: any user of the pod may write
         elif "hostPath" in volume:
             target = Path(volume["hostPath"]["path"])
             if volume["hostPath"].get("type") in ("DirectoryOrCreate", None, ""):
@@ -145,4 +149,18 @@ def materialise(
             for rel, content, mode in files:
                 _write_file(target / rel, content, mode)
         paths[name] = target
+        if group is not None and "hostPath" not in volume:
+            give_to_group(target, group)
     return paths
+
+
+def give_to_group(folder: Path, group: int) -> None:
+    """fsGroup, as a kubelet applies it: the group owns every file and may read and write it, and new
+    files inherit the group (setgid folders)."""
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, -1, group, follow_symlinks=False)
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        extra = stat.S_IRGRP | stat.S_IWGRP | ((stat.S_IXGRP | stat.S_ISGID) if path.is_dir() else 0)
+        os.chmod(path, mode | extra)

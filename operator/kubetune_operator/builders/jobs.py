@@ -19,7 +19,16 @@ PERMANENT_EXIT_CODES = sorted(int(code) for code in PERMANENT)
 # Stopped on SIGTERM (its own, or a peer pod's) after saving a checkpoint: the replacement resumes, and
 # the stop is not the job's fault, so it does not count against backoffLimit.
 PREEMPTED_EXIT_CODE = int(ExitCode.PREEMPTED)
+# Stopped on SIGTERM but its checkpoint did not upload: work is lost, so the stop counts against
+# backoffLimit even when the pod was evicted or preempted.
+CHECKPOINT_LOST_EXIT_CODE = int(ExitCode.CHECKPOINT_LOST)
 WORKSPACE = "/workspace"
+# The root filesystem is read-only (Pod Security "restricted" and good hygiene): everything a run
+# writes goes to these emptyDirs. Caches of Hugging Face, Triton, TorchInductor and matplotlib are
+# pointed at CACHE_DIR by the environment.
+CACHE_DIR = "/cache"
+TMP_DIR = "/tmp"
+SHM_DIR = "/dev/shm"
 # Time between SIGTERM and SIGKILL: enough to finish the current step and upload its checkpoint.
 TRAINER_GRACE_SECONDS = 300
 EXPORTER_GRACE_SECONDS = 60
@@ -157,6 +166,12 @@ def job_spec(
 def pod_failure_rules(component: str) -> list[client.V1PodFailurePolicyRule]:
     """A one-pod Job retries its pod itself, up to backoffLimit."""
     return [
+        client.V1PodFailurePolicyRule(
+            action="Count",
+            on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
+                container_name=component, operator="In", values=[CHECKPOINT_LOST_EXIT_CODE]
+            ),
+        ),
         # Preemption, eviction or node loss is not the job's fault: don't count it.
         client.V1PodFailurePolicyRule(
             action="Ignore",
@@ -186,13 +201,16 @@ def _pod_spec(
 ) -> client.V1PodSpec:
     spec = ftj.spec
     resources = spec.resources
-    # Processes of one pod exchange tensors through /dev/shm (NCCL); a container's default is 64 MiB.
-    shared_memory = component == names.TRAINER and is_distributed(ftj)
     limits: dict[str, str] = {}
     requests: dict[str, str] = {}
     if gpus:
         limits[GPU_RESOURCE] = str(gpus)
-    for key, value in (("cpu", resources.cpu), ("memory", resources.memory)):
+    for key, value in (
+        ("cpu", resources.cpu),
+        ("memory", resources.memory),
+        # Bounds the emptyDirs on the node's disk: the workspace holds the model, data and checkpoints.
+        ("ephemeral-storage", settings.workspace_size),
+    ):
         if value is not None:
             limits[key] = requests[key] = str(value)
     tolerations = [client.V1Toleration(**t.model_dump(exclude_none=True)) for t in resources.tolerations]
@@ -209,13 +227,24 @@ def _pod_spec(
         volume_mounts=[
             client.V1VolumeMount(name="config", mount_path=names.CONFIG_MOUNT, read_only=True),
             client.V1VolumeMount(name="workspace", mount_path=WORKSPACE),
-            *([client.V1VolumeMount(name="dshm", mount_path="/dev/shm")] if shared_memory else []),
+            client.V1VolumeMount(name="cache", mount_path=CACHE_DIR),
+            client.V1VolumeMount(name="tmp", mount_path=TMP_DIR),
+            client.V1VolumeMount(name="dshm", mount_path=SHM_DIR),
         ],
         termination_message_policy="FallbackToLogsOnError",
+        security_context=client.V1SecurityContext(
+            allow_privilege_escalation=False,
+            capabilities=client.V1Capabilities(drop=["ALL"]),
+            read_only_root_filesystem=True,
+            run_as_non_root=True,
+        ),
     )
     return client.V1PodSpec(
         restart_policy="Never",
         service_account_name=names.service_account_name(ftj),
+        # Only the trainer reports progress through the API; the export pod gets no token.
+        automount_service_account_token=component == names.TRAINER,
+        security_context=pod_security_context(settings),
         termination_grace_period_seconds=TRAINER_GRACE_SECONDS
         if component == names.TRAINER
         else EXPORTER_GRACE_SECONDS,
@@ -226,11 +255,11 @@ def _pod_spec(
                 config_map=client.V1ConfigMapVolumeSource(name=names.config_map_name(ftj)),
             ),
             client.V1Volume(name="workspace", empty_dir=client.V1EmptyDirVolumeSource()),
-            *(
-                [client.V1Volume(name="dshm", empty_dir=client.V1EmptyDirVolumeSource(medium="Memory"))]
-                if shared_memory
-                else []
-            ),
+            client.V1Volume(name="cache", empty_dir=client.V1EmptyDirVolumeSource()),
+            client.V1Volume(name="tmp", empty_dir=client.V1EmptyDirVolumeSource()),
+            # NCCL and DataLoader workers exchange tensors through /dev/shm; a runtime's default is
+            # 64 MiB. Memory-backed, so it counts against the memory limit.
+            client.V1Volume(name="dshm", empty_dir=client.V1EmptyDirVolumeSource(medium="Memory")),
         ],
         # The user's node selector places the trainer; a CPU-only export may run anywhere.
         node_selector=dict(resources.node_selector)
@@ -238,6 +267,18 @@ def _pod_spec(
         else None,
         tolerations=tolerations or None,
         priority_class_name=resources.priority_class_name,
+    )
+
+
+def pod_security_context(settings: OperatorSettings) -> client.V1PodSecurityContext:
+    """Pod Security "restricted": a fixed non-root identity (the image's user by default), whose group
+    owns the volumes, and the runtime's default seccomp profile."""
+    return client.V1PodSecurityContext(
+        run_as_non_root=True,
+        run_as_user=settings.pod_uid,
+        run_as_group=settings.pod_gid,
+        fs_group=settings.pod_gid,
+        seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"),
     )
 
 
@@ -254,7 +295,11 @@ def _env(ftj: FineTuneJob, settings: OperatorSettings) -> list[client.V1EnvVar]:
         client.V1EnvVar(name="KUBETUNE_RUN_ID", value=ftj.spec_hash()),
         # Models and data come from the spec's URIs only, never from a hub.
         client.V1EnvVar(name="HF_HUB_OFFLINE", value="1"),
-        client.V1EnvVar(name="HF_HOME", value=f"{WORKSPACE}/hf-home"),
+        client.V1EnvVar(name="HF_HOME", value=f"{CACHE_DIR}/huggingface"),
+        client.V1EnvVar(name="XDG_CACHE_HOME", value=CACHE_DIR),
+        client.V1EnvVar(name="TRITON_CACHE_DIR", value=f"{CACHE_DIR}/triton"),
+        client.V1EnvVar(name="TORCHINDUCTOR_CACHE_DIR", value=f"{CACHE_DIR}/torchinductor"),
+        client.V1EnvVar(name="MPLCONFIGDIR", value=f"{CACHE_DIR}/matplotlib"),
         # Downloads and outputs go to the pod's scratch volume, not the container's /tmp.
         client.V1EnvVar(name="KUBETUNE_WORKDIR", value=WORKSPACE),
         client.V1EnvVar(name="TOKENIZERS_PARALLELISM", value="false"),

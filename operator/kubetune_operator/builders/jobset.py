@@ -21,6 +21,7 @@ from kubernetes import client
 from kubetune_api import FineTuneJob
 from kubetune_operator.builders import names
 from kubetune_operator.builders.jobs import (
+    CHECKPOINT_LOST_EXIT_CODE,
     PERMANENT_EXIT_CODES,
     PREEMPTED_EXIT_CODE,
     created_suspended,
@@ -35,7 +36,7 @@ JOBSET_PLURAL = "jobsets"
 
 # The Job controller words a podFailurePolicy failure as "... matching FailJob rule at index N";
 # the JobSet rules below tell the child Job's rules apart by that index.
-PERMANENT_RULE, CHECKPOINTED_RULE, DISRUPTED_RULE = 0, 1, 2
+PERMANENT_RULE, CHECKPOINTED_RULE, CHECKPOINT_LOST_RULE, DISRUPTED_RULE = 0, 1, 2, 3
 
 
 def group_failure_rules(component: str) -> list[client.V1PodFailurePolicyRule]:
@@ -52,6 +53,8 @@ def group_failure_rules(component: str) -> list[client.V1PodFailurePolicyRule]:
     return [
         exit_codes(PERMANENT_EXIT_CODES),
         exit_codes([PREEMPTED_EXIT_CODE]),
+        # Before the disruption rule: a lost checkpoint counts even when the pod was evicted.
+        exit_codes([CHECKPOINT_LOST_EXIT_CODE]),
         client.V1PodFailurePolicyRule(
             action="FailJob",
             on_pod_conditions=[
@@ -120,6 +123,7 @@ def trainer_jobset(ftj: FineTuneJob, settings: OperatorSettings) -> dict[str, An
                 "rules": [
                     _rule("PermanentError", "FailJobSet", PERMANENT_RULE),
                     _rule("Checkpointed", "RestartJobSetAndIgnoreMaxRestarts", CHECKPOINTED_RULE),
+                    _rule("CheckpointLost", "RestartJobSet", CHECKPOINT_LOST_RULE),
                     _rule("Disrupted", "RestartJobSetAndIgnoreMaxRestarts", DISRUPTED_RULE),
                 ],
             },

@@ -33,8 +33,11 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
     else:
         decision = _training(ftj, trainer)
     metrics, artifacts = results.collect(trainer, exporter)
+    # Never silently: a result cut to fit the termination message says so, and where the rest is.
+    notes = results.truncation_notes(trainer, exporter)
     decision = replace(
         decision,
+        message="; ".join([decision.message, *notes]),
         metrics=metrics,
         artifacts=artifacts,
         start_time=parse_time(trainer.start_time),
