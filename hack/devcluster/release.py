@@ -59,6 +59,10 @@ def install(extra_args: list[str] | None = None) -> None:
             "image.repository=kubetune",
             "--set",
             "image.tag=dev",
+            # Every test makes its own namespace, so the operator serves them all (an explicit
+            # opt-in of the chart; namespaced is its default).
+            "--set",
+            "clusterWide=true",
             "--set-string",
             f"podAnnotations.kubetune\\.dev/code-hash={code_hash()}",
             "--wait",

@@ -75,7 +75,12 @@ OutputUri = Annotated[
 EndpointUrl = Annotated[
     str,
     Field(max_length=1024),
-    Cel.regex("^https?://[^/ ]+(/.*)?$", "endpoint must be an http:// or https:// URL"),
+    # No user:password@ in the host part: a spec is readable by everyone who may list FineTuneJobs.
+    Cel.regex(
+        "^https?://[^/ @]+(/.*)?$",
+        "endpoint must be an http:// or https:// URL, without user:password (credentials go in "
+        "credentialsSecretRef)",
+    ),
 ]
 SecretName = Annotated[
     str,

@@ -1,5 +1,5 @@
-"""The S3 layout of a run: every folder and file name under `<spec.output.uri>/<runId>/`, and the
-artifact kind each folder is reported as. The trainer writes it, the operator and users read it."""
+"""The S3 layout of a run: every folder and file name under `<spec.output.uri>/<namespace>/<name>/<runId>/`,
+and the artifact kind each folder is reported as. The trainer writes it, the operator and users read it."""
 
 from __future__ import annotations
 
@@ -44,13 +44,15 @@ def join_uri(uri: str, *parts: str) -> str:
 
 @dataclass(frozen=True)
 class RunLayout:
-    """Where one run's files are: `root` is `<spec.output.uri>/<runId>`."""
+    """Where one run's files are: `root` is `<spec.output.uri>/<namespace>/<name>/<runId>`."""
 
     root: str
 
     @classmethod
-    def of(cls, output_uri: str, run_id: str) -> RunLayout:
-        return cls(join_uri(output_uri, run_id))
+    def of(cls, output_uri: str, namespace: str, name: str, run_id: str) -> RunLayout:
+        """The namespace and name keep two FineTuneJobs with equal specs (so equal run ids) from
+        sharing checkpoints and results, even under one output prefix."""
+        return cls(join_uri(output_uri, namespace, name, run_id))
 
     def folder(self, name: str) -> str:
         return join_uri(self.root, name)

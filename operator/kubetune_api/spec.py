@@ -163,6 +163,14 @@ class FineTuneJobSpec(ApiModel):
         "for nodes > 1, restarts of the whole group. Edits apply to a running single-node trainer; a "
         "multi-node group keeps the value it started with (see the BackoffLimitApplied condition).",
     )
+    preemption_limit: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="Checkpointed stops a run may take (preemption, eviction, a drained node, suspension: "
+        "each resumes from its checkpoint and is not counted in backoffLimit) before it fails with "
+        "PreemptionLimitExceeded, so that a job that is always preempted ends. Edits apply at once.",
+    )
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, description="Delete the FineTuneJob this long after it finished; unset: keep it."
     )
@@ -177,6 +185,7 @@ class FineTuneJobSpec(ApiModel):
             "suspend",
             "active_deadline_seconds",
             "backoff_limit",
+            "preemption_limit",
             "ttl_seconds_after_finished",
             "queue_name",
             "workload_priority_class_name",

@@ -164,6 +164,12 @@ class FineTuneJobStatus(TrainerReport):
         default=None, ge=0, description="metadata.generation the status was computed from."
     )
     start_time: datetime | None = Field(default=None, description="When training first started.")
+    preemptions: int | None = Field(
+        default=None,
+        ge=0,
+        description="Checkpointed stops of this run so far (preemption, eviction, drain, suspension); "
+        "the run fails when they pass spec.preemptionLimit.",
+    )
     completion_time: datetime | None = Field(default=None, description="When the job succeeded or failed.")
     run_id: str | None = Field(
         default=None,

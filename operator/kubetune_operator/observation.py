@@ -61,7 +61,9 @@ class ChildJob:
     kind: str = "Job"  # or JobSet (a multi-node trainer)
     backoff_limit: int | None = None  # Job: spec.backoffLimit; JobSet: failurePolicy.maxRestarts
     active_deadline_seconds: int | None = None
+    ttl_seconds_after_finished: int | None = None
     restarts: int = 0  # JobSet: group restarts so far
+    counted_restarts: int = 0  # JobSet: those counted against maxRestarts (the others were checkpointed)
     # Set when the child is queued: its Kueue Workload (None until Kueue made one).
     admission: Admission | None = None
     # Why its pods do not run, when they don't.
@@ -169,6 +171,7 @@ def child_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> ChildJob:
         outcomes=tuple(o for pod in pods if (o := container_outcome(pod)) is not None),
         backoff_limit=(job.get("spec") or {}).get("backoffLimit"),
         active_deadline_seconds=(job.get("spec") or {}).get("activeDeadlineSeconds"),
+        ttl_seconds_after_finished=(job.get("spec") or {}).get("ttlSecondsAfterFinished"),
     )
 
 
@@ -211,6 +214,8 @@ def child_jobset(jobset: dict[str, Any], pods: list[dict[str, Any]]) -> ChildJob
         outcomes=tuple(o for pod in current if (o := container_outcome(pod)) is not None),
         backoff_limit=(spec.get("failurePolicy") or {}).get("maxRestarts"),
         restarts=restarts,
+        counted_restarts=int(status.get("restartsCountTowardsMax") or 0),
+        ttl_seconds_after_finished=spec.get("ttlSecondsAfterFinished"),
     )
 
 

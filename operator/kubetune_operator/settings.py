@@ -29,7 +29,14 @@ class OperatorSettings(BaseModel):
         default="0.0.0.0",
         description="Address of the liveness and metrics endpoints (the chart sets the pod IP).",
     )
-    liveness_port: int = Field(default=8080, gt=0)
+    liveness_port: int = Field(default=8080, gt=0, description="/healthz and /readyz of every replica.")
+    leader_election: bool = Field(
+        default=True, description="Replicas elect one leader on a Lease; false: this process always leads."
+    )
+    lease_namespace: str = Field(
+        default="default", description="Namespace of the leader Lease (the chart's)."
+    )
+    lease_name: str = Field(default="kubetune-operator", description="Name of the leader Lease.")
     metrics_port: int = Field(default=9090, ge=0, description="Prometheus metrics; 0 disables the endpoint.")
     trainer_env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment for trainer and export pods (JSON object)."
@@ -44,6 +51,12 @@ class OperatorSettings(BaseModel):
         default="50Gi",
         description="ephemeral-storage request and limit of trainer and export pods (their emptyDirs: "
         "model, data, checkpoints, caches); empty: none.",
+    )
+    finished_job_ttl_seconds: int | None = Field(
+        default=86400,
+        ge=0,
+        description="Once a FineTuneJob has finished, its Jobs (and their pods and logs) are deleted this "
+        "long after they finished; the FineTuneJob keeps its status. Empty: keep them.",
     )
     export_on_gpu: bool = Field(
         default=False,

@@ -217,6 +217,13 @@ BAD_SPECS = [
         "endpoint must be an http:// or https:// URL",
     ),
     BadSpec(
+        "endpoint-with-credentials",
+        _set("spec.output.endpoint", "https://AKIA:secret@s3.example.com"),
+        "spec.output.endpoint",
+        "without user:password",
+        "without user:password",
+    ),
+    BadSpec(
         "lora-missing",
         _del("spec.lora"),
         "spec",

@@ -42,10 +42,14 @@ def scratch(cluster_env: dict[str, str]) -> Iterator[Scratch]:
 def test_server_dry_run(cluster_env: dict[str, str], scratch: Scratch) -> None:
     # The CRD first: helm installs crds/ before any template.
     kubectl("apply", "--dry-run=server", "-f", str(CHART / "crds" / CRD_NAME), cluster_env=cluster_env)
-    for values in ({}, {"watchNamespaces": f"{{{scratch.watched},{scratch.other}}}"}):
-        manifests = template(namespace=scratch.release_ns, values=values)
+    # Both scopes, with the admission policy: a dry run stores nothing, so the policy binds nothing.
+    for values in ({"clusterWide": "true"}, {"watchNamespaces": f"{{{scratch.watched},{scratch.other}}}"}):
+        manifests = template(
+            namespace=scratch.release_ns, values=values | {"admissionPolicy.enabled": "true"}
+        )
         out = kubectl("apply", "--dry-run=server", "-f", "-", input=manifests, cluster_env=cluster_env)
         assert "deployment.apps/" in out.stdout, out.stdout
+        assert "validatingadmissionpolicybinding.admissionregistration.k8s.io/" in out.stdout, out.stdout
 
 
 class Installed:
@@ -96,7 +100,7 @@ TRAINER_ROLE = ("--verb=get,patch", "--resource=finetunejobs.kubetune.dev/status
 
 def test_cluster_wide_rbac(cluster_env: dict[str, str], scratch: Scratch) -> None:
     sa = Installed(cluster_env, scratch.release_ns)
-    sa.install()
+    sa.install("--set", "clusterWide=true")
     try:
         for ns in (scratch.watched, scratch.other):
             assert sa.can("create", "jobs.batch", "-n", ns)
@@ -135,3 +139,15 @@ def test_namespaced_rbac(cluster_env: dict[str, str], scratch: Scratch) -> None:
         assert not sa.can("delete", "namespaces")
     finally:
         sa.uninstall()
+
+
+def test_an_install_without_a_scope_is_refused(cluster_env: dict[str, str], scratch: Scratch) -> None:
+    # Namespaced is the default, so an install must name its namespaces or opt into cluster-wide.
+    result = helm(
+        *("install", "kt", str(CHART), "-n", scratch.release_ns, *NEVER_SCHEDULED),
+        check=False,
+        cluster_env=cluster_env,
+    )
+    assert result.returncode != 0
+    assert "set watchNamespaces" in result.stderr and "clusterWide=true" in result.stderr, result.stderr
+    assert "kt" not in helm("list", "-q", "-n", scratch.release_ns, cluster_env=cluster_env).stdout.split()

@@ -26,7 +26,7 @@ def test_hadolint() -> None:
 
 def test_image_matches_the_chart() -> None:
     text = DOCKERFILE.read_text()
-    pod = one(render(), "Deployment")["spec"]["template"]["spec"]
+    pod = one(render(values={"watchNamespaces": "{team-a}"}), "Deployment")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     # The chart's runAsUser is the image's user, and its command the image's CMD.
     (user,) = re.findall(r"^USER (\d+)", text, re.MULTILINE)

@@ -1,4 +1,5 @@
-"""The chart offline: helm lint, what `helm template` renders for the two RBAC modes, the values schema."""
+"""The chart offline: helm lint, what `helm template` renders for the two RBAC modes and the admission
+policy, the values schema."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ from chart_tools import (
 )
 
 NAMESPACES = "{team-a,team-b}"
+# The operator's scope is never implied: every render names one.
+NAMESPACED = {"watchNamespaces": NAMESPACES}
+CLUSTER_WIDE = {"clusterWide": "true"}
+# kubetune.rbacName for release kt in kubetune-system.
+SERVING_NAME = "kt-kubetune-kubetune-system"
 
 
 def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
@@ -38,8 +44,9 @@ def env_of(deployment: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in container["env"]}
 
 
-def test_lint_strict() -> None:
-    helm("lint", "--strict", str(CHART))
+@pytest.mark.parametrize("values", [NAMESPACED, CLUSTER_WIDE], ids=["namespaced", "cluster-wide"])
+def test_lint_strict(values: dict[str, str]) -> None:
+    helm("lint", "--strict", str(CHART), *set_args(values | {"admissionPolicy.enabled": "true"}))
 
 
 def test_crd_in_chart_is_the_generated_one() -> None:
@@ -49,16 +56,40 @@ def test_crd_in_chart_is_the_generated_one() -> None:
     assert [d["metadata"]["name"] for d in documents(shown)] == ["finetunejobs.kubetune.dev"]
 
 
-def test_default_render_is_cluster_wide() -> None:
-    docs = render()
-    assert sorted({d["kind"] for d in docs}) == [
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Deployment",
-        "Service",
-        "ServiceAccount",
-    ]
-    crd = [d for d in documents(template("--include-crds")) if d["kind"] == "CustomResourceDefinition"]
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        # Neither: the install stops at template time, before anything reaches the cluster.
+        ({}, "set watchNamespaces to the namespaces whose FineTuneJobs this operator serves"),
+        ({"rbac.create": "false"}, "or clusterWide=true to serve every namespace with a ClusterRole"),
+        (
+            CLUSTER_WIDE | {"watchNamespaces": "{team-a}"},
+            "clusterWide=true serves every namespace: leave watchNamespaces empty",
+        ),
+    ],
+)
+def test_the_scope_must_be_chosen(values: dict[str, str], message: str) -> None:
+    args = ["--kube-version", KUBE_VERSION, *set_args(values)]
+    result = helm("template", "kt", str(CHART), *args, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def serving(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The Roles or RoleBindings that serve watched namespaces (not, say, one in the release namespace)."""
+    return [d for d in by_kind(docs, kind) if d["metadata"]["name"] == SERVING_NAME]
+
+
+def test_cluster_wide_render() -> None:
+    docs = render(values=CLUSTER_WIDE)
+    assert {"ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"} <= {
+        d["kind"] for d in docs
+    }
+    # One ClusterRole serves every namespace: nothing is granted namespace by namespace.
+    assert not serving(docs, "Role") and not serving(docs, "RoleBinding")
+    assert all(d["metadata"]["namespace"] == "kubetune-system" for d in by_kind(docs, "Role"))
+    crds = documents(template("--include-crds", values=CLUSTER_WIDE))
+    crd = [d for d in crds if d["kind"] == "CustomResourceDefinition"]
     assert [d["metadata"]["name"] for d in crd] == ["finetunejobs.kubetune.dev"]
 
     role = one(docs, "ClusterRole")
@@ -72,9 +103,9 @@ def test_default_render_is_cluster_wide() -> None:
 
 
 def test_watch_namespaces_render_a_role_per_namespace() -> None:
-    docs = render(values={"watchNamespaces": NAMESPACES})
-    roles = by_kind(docs, "Role")
-    bindings = by_kind(docs, "RoleBinding")
+    docs = render(values=NAMESPACED)
+    roles = serving(docs, "Role")
+    bindings = serving(docs, "RoleBinding")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for binding in bindings:
@@ -108,9 +139,11 @@ def test_rules_are_the_operators_calls_and_no_more() -> None:
         ("", "events"): {"create", "patch", "list", "watch"},
         ("events.k8s.io", "events"): {"create", "patch"},
     }
-    cluster = rules_of(one(render(), "ClusterRole"))
+    cluster = rules_of(one(render(values=CLUSTER_WIDE), "ClusterRole"))
     assert cluster == expected | {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
-    for role in by_kind(render(values={"watchNamespaces": NAMESPACES}), "Role"):
+    roles = serving(render(values=NAMESPACED), "Role")
+    assert len(roles) == 2
+    for role in roles:
         assert rules_of(role) == expected
     assert not any(r == "secrets" or "*" in (r, g) for g, r in cluster)
     assert not any("*" in verbs or {"bind", "escalate", "impersonate"} & verbs for verbs in cluster.values())
@@ -127,12 +160,13 @@ def test_deployment() -> None:
         "tolerations[0].key": "dedicated",
         "tolerations[0].operator": "Exists",
     }
-    deployment = one(render(values=values, strings={"trainerEnv.HF_HUB_OFFLINE": "1"}), "Deployment")
+    deployment = one(
+        render(values=NAMESPACED | values, strings={"trainerEnv.HF_HUB_OFFLINE": "1"}), "Deployment"
+    )
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2  # one leads, one stands by (tests/chart/test_chart_ha.py)
     pod = spec["template"]["spec"]
-    assert spec["template"]["metadata"]["annotations"] == {"team": "ml"}
+    assert spec["template"]["metadata"]["annotations"]["team"] == "ml"
     assert pod["nodeSelector"] == {"pool": "system"}
     assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -163,7 +197,7 @@ def test_deployment() -> None:
 
 
 def test_trainer_image() -> None:
-    default = one(render(), "Deployment")
+    default = one(render(values=NAMESPACED), "Deployment")
     (operator,) = default["spec"]["template"]["spec"]["containers"]
     # Two images (the Dockerfile's two targets), one release: both default to the appVersion.
     assert operator["image"] == "ghcr.io/kubetune/kubetune:0.1.0"
@@ -175,7 +209,7 @@ def test_trainer_image() -> None:
         "trainerImage.tag": f"9@{digest}",
         "trainerImage.pullPolicy": "Always",
     }
-    deployment = one(render(values=values), "Deployment")
+    deployment = one(render(values=NAMESPACED | values), "Deployment")
     env = env_of(deployment)
     assert env["KUBETUNE_TRAINER_IMAGE"] == f"other/trainer:9@{digest}"
     assert env["KUBETUNE_IMAGE_PULL_POLICY"] == "Always"
@@ -187,11 +221,14 @@ def test_trainer_image() -> None:
 def test_settings_parse_the_rendered_environment() -> None:
     from kubetune_operator.settings import OperatorSettings
 
-    values = {"watchNamespaces": NAMESPACES, "trainerEnv.A": "b", "exportOnGpu": "true"}
+    values = NAMESPACED | {"trainerEnv.A": "b", "exportOnGpu": "true"}
     env = env_of(one(render(values=values), "Deployment"))
     env["KUBETUNE_LISTEN_ADDRESS"] = "10.1.2.3"  # what the kubelet resolves status.podIP to
     parsed = OperatorSettings.from_env(env)
     assert parsed.namespaces == ["team-a", "team-b"]
+    wide = env_of(one(render(values=CLUSTER_WIDE), "Deployment"))
+    wide["KUBETUNE_LISTEN_ADDRESS"] = "10.1.2.3"
+    assert OperatorSettings.from_env(wide).namespaces == []
     assert parsed.trainer_env == {"A": "b"}
     assert parsed.export_on_gpu is True
     assert parsed.trainer_image == "ghcr.io/kubetune/kubetune-trainer:0.1.0"
@@ -199,11 +236,13 @@ def test_settings_parse_the_rendered_environment() -> None:
 
 
 def test_metrics_off_and_service_monitor() -> None:
-    off = render(values={"metrics.enabled": "false"})
+    off = render(values=NAMESPACED | {"metrics.enabled": "false"})
     assert not by_kind(off, "Service")
     assert env_of(one(off, "Deployment"))["KUBETUNE_METRICS_PORT"] == "0"
 
-    docs = render(values={"metrics.serviceMonitor.enabled": "true", "metrics.serviceMonitor.labels.a": "b"})
+    docs = render(
+        values=NAMESPACED | {"metrics.serviceMonitor.enabled": "true", "metrics.serviceMonitor.labels.a": "b"}
+    )
     monitor = one(docs, "ServiceMonitor")
     service = one(docs, "Service")
     assert monitor["metadata"]["labels"]["a"] == "b"
@@ -214,9 +253,11 @@ def test_metrics_off_and_service_monitor() -> None:
 
 def test_cluster_scoped_names_include_the_release_namespace() -> None:
     # Two releases of the same name in different namespaces must not claim the same ClusterRole.
-    first = one(render(namespace="one"), "ClusterRole")["metadata"]["name"]
-    second = one(render(namespace="two"), "ClusterRole")["metadata"]["name"]
-    assert first != second
+    values = CLUSTER_WIDE | {"admissionPolicy.enabled": "true"}
+    for kind in ("ClusterRole", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        first = one(render(namespace="one", values=values), kind)["metadata"]["name"]
+        second = one(render(namespace="two", values=values), kind)["metadata"]["name"]
+        assert first != second, kind
 
 
 @pytest.mark.parametrize(
@@ -234,10 +275,17 @@ def test_cluster_scoped_names_include_the_release_namespace() -> None:
         ({"trainerImagePullPolicy": "Always"}, "additional properties 'trainerImagePullPolicy' not allowed"),
         ({"trainerImage.pullPolicy": "Sometimes"}, "/trainerImage/pullPolicy"),
         ({"trainerImage.repository": ""}, "/trainerImage/repository"),
+        ({"clusterWide": "yes"}, "/clusterWide"),
+        ({"admissionPolicy.validationActions": "{Block}"}, "/admissionPolicy/validationActions/0"),
+        ({"admissionPolicy.defaults.maxGpusPerJob": "-1"}, "/admissionPolicy/defaults/maxGpusPerJob"),
+        ({"admissionPolicy.defaults.maxNodes": "0"}, "/admissionPolicy/defaults/maxNodes"),
+        # A comma would split into two prefixes in the namespace annotation's form.
+        ({"admissionPolicy.defaults.allowedImagePrefixes": "{a/\\,b/}"}, "/admissionPolicy/defaults"),
+        ({"admissionPolicy.limits": "{}"}, "additional properties 'limits' not allowed"),
     ],
 )
 def test_bad_values_are_refused(values: dict[str, str], message: str) -> None:
-    args = ["--kube-version", KUBE_VERSION, *set_args(values)]
+    args = ["--kube-version", KUBE_VERSION, *set_args(NAMESPACED | values)]
     result = helm("template", "kt", str(CHART), *args, check=False)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
@@ -247,3 +295,73 @@ def test_kube_version_floor() -> None:
     result = helm("template", "kt", str(CHART), "--kube-version", "1.29.9", check=False)
     assert result.returncode != 0
     assert "kubeVersion" in result.stderr, result.stderr
+
+
+def test_admission_policy_is_opt_in() -> None:
+    for values in (NAMESPACED, CLUSTER_WIDE):
+        kinds = {d["kind"] for d in render(values=values)}
+        assert not kinds & {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+
+def policy_and_binding(
+    values: dict[str, str], strings: dict[str, str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    docs = render(values=values | {"admissionPolicy.enabled": "true"}, strings=strings)
+    return one(docs, "ValidatingAdmissionPolicy"), one(docs, "ValidatingAdmissionPolicyBinding")
+
+
+def expression(policy: dict[str, Any], variable: str) -> str:
+    (found,) = [v["expression"] for v in policy["spec"]["variables"] if v["name"] == variable]
+    return " ".join(found.split())
+
+
+def test_admission_policy_namespaced() -> None:
+    values = NAMESPACED | {
+        "admissionPolicy.defaults.maxGpusPerJob": "3",
+        "admissionPolicy.defaults.maxNodes": "2",
+        "admissionPolicy.defaults.allowedImagePrefixes": "{registry.example/ml/,ghcr.io/kubetune/}",
+    }
+    policy, binding = policy_and_binding(values)
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    # FineTuneJobs only, and not their status subresource: status writes are never checked.
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {
+            "apiGroups": ["kubetune.dev"],
+            "apiVersions": ["*"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": ["finetunejobs"],
+        }
+    ]
+    assert not spec.get("paramKind")
+    # The chart's defaults, where a namespace has no annotation of its own.
+    assert expression(policy, "maxGpus").endswith(": 3")
+    assert expression(policy, "maxNodes").endswith(": 2")
+    assert expression(policy, "imagePrefixes").endswith(': ["registry.example/ml/","ghcr.io/kubetune/"]')
+    assert {v["reason"] for v in spec["validations"]} == {"Invalid", "Forbidden"}
+    assert all(v["messageExpression"] for v in spec["validations"])
+
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    # Bound to the namespaces the release serves, and no other.
+    assert binding["spec"]["matchResources"] == {
+        "namespaceSelector": {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}
+            ]
+        }
+    }
+
+
+def test_admission_policy_cluster_wide_and_own_selector() -> None:
+    policy, binding = policy_and_binding(CLUSTER_WIDE)
+    # Every namespace, like the operator; no override: no image but the trainer image.
+    assert "matchResources" not in binding["spec"]
+    assert expression(policy, "imagePrefixes").endswith(": []")
+    assert expression(policy, "maxGpus").endswith(": 8")
+    assert expression(policy, "maxNodes").endswith(": 4")
+
+    values = NAMESPACED | {"admissionPolicy.validationActions": "{Warn,Audit}"}
+    _, binding = policy_and_binding(values, {"admissionPolicy.namespaceSelector.matchLabels.tenant": "true"})
+    assert binding["spec"]["matchResources"] == {"namespaceSelector": {"matchLabels": {"tenant": "true"}}}
+    assert binding["spec"]["validationActions"] == ["Warn", "Audit"]

@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from operator_replicas import OPERATOR_NAMESPACE, leader_pod
 
 from devcluster import model, release, seed
 from support import wait_for
-
-OPERATOR_NAMESPACE = release.NAMESPACE
 
 
 @pytest.fixture(scope="session")
@@ -24,18 +23,11 @@ def custom(api_client: client.ApiClient) -> client.CustomObjectsApi:
 @pytest.fixture(scope="session")
 def operator_release(core: client.CoreV1Api) -> Iterator[str]:
     """The operator as a platform team runs it: `helm install` of charts/kubetune, its own
-    ServiceAccount and least-privilege RBAC, running as a pod."""
+    ServiceAccount and least-privilege RBAC, two replicas of which one leads."""
     release.install()
-    wait_for(lambda: operator_pods(core), 120, "the operator pod to run")
+    wait_for(lambda: leader_pod(core), 120, "an operator replica to lead")
     yield OPERATOR_NAMESPACE
     release.uninstall()
-
-
-def operator_pods(core: client.CoreV1Api) -> list[client.V1Pod]:
-    pods = core.list_namespaced_pod(
-        OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/name=kubetune"
-    ).items
-    return [p for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
 
 
 @pytest.fixture

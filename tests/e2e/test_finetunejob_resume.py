@@ -11,6 +11,7 @@ import pytest
 from kubernetes import client
 
 from e2e_support import apply_ftj, deleted, get_ftj, tiny_job, wait_phase
+from kubetune_api import RunLayout
 from support import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -90,19 +91,20 @@ def _wait_gone(core: client.CoreV1Api, namespace: str, pod_name: str) -> None:
     )
 
 
-def _losses(s3: Any, output_uri: str, run_id: str) -> dict[int, float]:
-    bucket, _, prefix = output_uri.removeprefix("s3://").partition("/")
-    body = s3.get_object(Bucket=bucket, Key=f"{prefix}/{run_id}/adapter/training_log.json")["Body"].read()
+def _losses(s3: Any, output_uri: str, namespace: str, name: str, run_id: str) -> dict[int, float]:
+    layout = RunLayout.of(output_uri, namespace, name, run_id)
+    bucket, _, prefix = layout.folder("adapter").removeprefix("s3://").partition("/")
+    body = s3.get_object(Bucket=bucket, Key=f"{prefix}/training_log.json")["Body"].read()
     return {e["step"]: e["loss"] for e in json.loads(body) if "loss" in e}
 
 
 Run = tuple[dict[str, Any], dict[str, Any]]  # the FineTuneJob as applied, and its final status
 
 
-def assert_same_loss_curve(s3: Any, reference: Run, interrupted: Run, steps: int) -> None:
+def assert_same_loss_curve(s3: Any, namespace: str, reference: Run, interrupted: Run, steps: int) -> None:
     """Every step's loss of the interrupted run within 1e-3 of the uninterrupted reference's."""
     expected, actual = (
-        {**_losses(s3, body["spec"]["output"]["uri"], status["runId"])}
+        {**_losses(s3, body["spec"]["output"]["uri"], namespace, body["metadata"]["name"], status["runId"])}
         for body, status in (reference, interrupted)
     )
     assert sorted(actual) == sorted(expected) == list(range(1, steps + 1))
@@ -137,15 +139,18 @@ def test_deleted_and_evicted_trainer_pods_resume_from_their_checkpoints(
     # Each SIGTERM finished the running step and saved it: the checkpoint is at or just past what the
     # status showed when the pod was lost, so no completed step was lost.
     assert deleted_at <= first["step"] and evicted_at <= second["step"]
-    run_prefix = f"{lossy['spec']['output']['uri']}/{status['runId']}/checkpoints/"
+    run_prefix = (
+        RunLayout.of(lossy["spec"]["output"]["uri"], workspace, "lossy", status["runId"]).checkpoints + "/"
+    )
     assert first["uri"].startswith(run_prefix) and first["time"]
     # The last replacement resumed from the eviction's checkpoint and ran to the end.
     assert status["metrics"]["resumedFromStep"] == second["step"]
     assert status["progress"]["step"] == STEPS
-    # backoffLimit is 0: neither loss was counted as a failure.
+    # backoffLimit is 0: neither loss was counted as a failure; both count towards preemptionLimit.
     assert (batch.read_namespaced_job("lossy-train", workspace).status.failed or 0) == 0
+    assert status["preemptions"] == 2
 
-    assert_same_loss_curve(s3, (steady, steady_done["status"]), (lossy, status), STEPS)
+    assert_same_loss_curve(s3, workspace, (steady, steady_done["status"]), (lossy, status), STEPS)
 
 
 def test_a_suspended_job_checkpoints_and_resumes_where_it_stopped(

@@ -16,6 +16,7 @@ from kubernetes import client
 
 from devcluster import model, seed
 from e2e_support import EXAMPLES, StatusRecorder, apply_ftj, wait_phase
+from kubetune_api import RunLayout
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -114,6 +115,7 @@ def test_smollm2_learns_the_task_and_its_onnx_export_keeps_it(
     assert metrics["bestStep"] in (20, 40, 60), metrics
     assert status["lastCheckpoint"]["step"] == 60, status["lastCheckpoint"]
     # TensorBoard event files are under the run's prefix.
-    run_prefix = f"{body['spec']['output']['uri'].removeprefix(f's3://{bucket}/')}/{status['runId']}"
+    layout = RunLayout.of(body["spec"]["output"]["uri"], workspace, body["metadata"]["name"], status["runId"])
+    run_prefix = layout.root.removeprefix(f"s3://{bucket}/")
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{run_prefix}/tensorboard/").get("Contents", [])
     assert any("tfevents" in o["Key"] for o in listed), listed

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from operator_replicas import leader_pod
 
 from e2e_support import StatusRecorder, apply_ftj, deleted, events_for, get_ftj, tiny_job, wait_phase
 from support import wait_for
@@ -125,19 +126,11 @@ def test_operator_restart_mid_training_creates_no_duplicates(
     for i in range(BUSY_CLUSTER_EVENTS):
         core.create_namespaced_event(workspace, unrelated_event(workspace, i))
 
-    (operator_pod,) = [
-        p for p in core.list_namespaced_pod(operator_release).items if not p.metadata.deletion_timestamp
-    ]
-    core.delete_namespaced_pod(operator_pod.metadata.name, operator_release)
-    wait_for(
-        lambda: [
-            p
-            for p in core.list_namespaced_pod(operator_release).items
-            if p.metadata.name != operator_pod.metadata.name and p.status.phase == "Running"
-        ],
-        120,
-        "a new operator pod to run",
-    )
+    # The leader stops cleanly (SIGTERM), hands the Lease over, and a replacement pod starts; the new
+    # leader must carry on with the same Jobs.
+    leader = wait_for(lambda: leader_pod(core), 30, "a leader")
+    core.delete_namespaced_pod(leader, operator_release)
+    wait_for(lambda: (new := leader_pod(core)) and new != leader, 60, "another replica to lead")
 
     ftj = wait_phase(custom, workspace, "restart", {"Succeeded", "Failed"}, 600)
     assert ftj["status"]["phase"] == "Succeeded", ftj["status"]

@@ -121,7 +121,8 @@ def test_a_higher_priority_job_preempts_a_running_one_which_resumes_from_its_che
         assert while_queued, "no checkpoint reported before the readmission"
         assert seen <= while_queued[-1] < STEPS
         assert status["metrics"]["resumedFromStep"] == while_queued[-1]
-        # backoffLimit is 0 and untouched: the preemption was not a failure.
+        # backoffLimit is 0 and untouched: the preemption was not a failure, but a checkpointed stop.
         assert (batch.read_namespaced_job("victim-train", workspace).status.failed or 0) == 0
+        assert status["preemptions"] >= 1
 
-    assert_same_loss_curve(s3, (steady, steady_done["status"]), (victim, status), STEPS)
+    assert_same_loss_curve(s3, workspace, (steady, steady_done["status"]), (victim, status), STEPS)

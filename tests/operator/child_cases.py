@@ -192,7 +192,9 @@ def observed(ftj: FineTuneJob, trainer: Child | None, exporter: Child | None) ->
 
 def checkpoint_of(ftj: FineTuneJob, step: int) -> Obj:
     """status.lastCheckpoint as the trainer of the current run reports it."""
-    layout = RunLayout.of(ftj.spec.output.uri, ftj.spec_hash())
+    layout = RunLayout.of(
+        ftj.spec.output.uri, str(ftj.metadata.namespace), str(ftj.metadata.name), ftj.spec_hash()
+    )
     return {"step": step, "uri": f"{layout.checkpoints}/checkpoint-{step}"}
 
 

@@ -26,10 +26,12 @@ from child_cases import (
 )
 from operator_cases import delete, set_, tiny
 
-from kubetune_api import Phase
+from kubetune_api import FineTuneJob, Phase
+from kubetune_operator.observation import Observed
 from kubetune_operator.policies import ttl
 from kubetune_operator.policies.decide import decide
 from kubetune_operator.policies.decision import Action, parse_time
+from kubetune_operator.status import new_status
 
 CASES = [
     Case(
@@ -146,3 +148,51 @@ def test_completion_time(old_status: dict[str, str], completed: str | None, expe
     job_ = {**job_, "status": {**job_["status"], "completionTime": completed}}
     decision = decide(ftj, observed(ftj, (job_, pods), None), NOW)
     assert decision.completion_time == parse_time(expected)
+
+
+# --- the Jobs of a finished run -----------------------------------------------------------------------
+
+
+def _succeeded_run(ftj: FineTuneJob) -> Observed:
+    return observed(ftj, T_COMPLETE, e_complete(ago(60)))
+
+
+def test_the_jobs_of_a_finished_run_get_the_operators_ttl_and_an_unfinished_runs_do_not() -> None:
+    ftj = tiny()
+    done = _succeeded_run(ftj)
+    assert ttl.job_patches(done, 3600) == [
+        ("Job", "tiny-train", {"spec": {"ttlSecondsAfterFinished": 3600}}),
+        ("Job", "tiny-export", {"spec": {"ttlSecondsAfterFinished": 3600}}),
+    ]
+    assert ttl.job_patches(done, None) == []
+    decision = decide(ftj, observed(ftj, T_RUNNING, None), NOW)
+    assert not decision.finished  # the reconciler patches only finished runs (services/reconcile.py)
+
+
+def test_a_finished_run_whose_jobs_are_gone_stays_as_recorded() -> None:
+    ftj = tiny()
+    recorded = new_status(ftj, decide(ftj, _succeeded_run(ftj), NOW), NOW)
+    cleaned = FineTuneJob.from_k8s(
+        {
+            **ftj.model_dump(mode="json", by_alias=True),
+            "status": recorded.model_dump(mode="json", by_alias=True),
+        }
+    )
+    later = NOW + timedelta(minutes=30)  # the Jobs expired; the FineTuneJob's own TTL has not
+    decision = decide(cleaned, Observed(), later)
+    assert (decision.phase, decision.action) == (Phase.SUCCEEDED, Action.NONE)  # no new trainer
+    again = new_status(cleaned, decision, later)
+    assert again.artifacts == recorded.artifacts and again.metrics == recorded.metrics
+    assert again.completion_time == recorded.completion_time
+    assert [c.status for c in again.conditions] == [c.status for c in recorded.conditions]
+
+
+def test_a_failed_run_whose_jobs_are_gone_is_retried_only_by_a_spec_edit() -> None:
+    ftj = tiny()
+    failed = decide(ftj, observed(ftj, T_DATA_ERROR, None), NOW)
+    assert failed.phase == Phase.FAILED
+    recorded = new_status(ftj, failed, NOW).model_dump(mode="json", by_alias=True)
+    body = {**ftj.model_dump(mode="json", by_alias=True), "status": recorded}
+    assert decide(FineTuneJob.from_k8s(body), Observed(), NOW).phase == Phase.FAILED
+    edited = {**body, "metadata": {**body["metadata"], "generation": body["metadata"]["generation"] + 1}}
+    assert decide(FineTuneJob.from_k8s(edited), Observed(), NOW).action == Action.CREATE_TRAINER

@@ -28,8 +28,8 @@ def test_configmap_holds_the_trainer_input() -> None:
         name="tiny",
         namespace=NAMESPACE,
         run_id=ftj.spec_hash(),
-        # Each spec revision gets its own prefix under spec.output.uri, named by the run id.
-        output_root=f"s3://kubetune-dev/runs/tiny/{ftj.spec_hash()}",
+        # Each spec revision of each FineTuneJob gets its own prefix under spec.output.uri.
+        output_root=f"s3://kubetune-dev/runs/tiny/{NAMESPACE}/tiny/{ftj.spec_hash()}",
     )
     assert read_back.spec.spec_hash() == ftj.spec_hash()
     # Unset fields are left out rather than written as null.
@@ -111,8 +111,8 @@ def test_every_spec_reaches_the_trainer_unchanged(edits: tuple[Edit, ...]) -> No
 def test_resume_from_is_the_current_runs_last_checkpoint(status: dict[str, Any], resumes: bool) -> None:
     run_id = tiny().spec_hash()
     uris = {
-        "own": f"s3://kubetune-dev/runs/tiny/{run_id}/checkpoints/checkpoint-40",
-        "foreign": "s3://kubetune-dev/runs/tiny/000000000000/checkpoints/checkpoint-40",
+        "own": f"s3://kubetune-dev/runs/tiny/{NAMESPACE}/tiny/{run_id}/checkpoints/checkpoint-40",
+        "foreign": f"s3://kubetune-dev/runs/tiny/{NAMESPACE}/tiny/000000000000/checkpoints/checkpoint-40",
     }
     if "lastCheckpoint" in status:
         status = {

@@ -153,7 +153,7 @@ watchNamespaces set it also lists namespaces, to start serving a watched namespa
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
-{{- if .Values.watchNamespaces }}
+{{- if not .Values.clusterWide }}
 # Serving some namespaces only, Kopf lists namespaces to start on a watched one created later.
 - apiGroups: [""]
   resources: ["namespaces"]

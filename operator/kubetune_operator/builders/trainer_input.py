@@ -15,9 +15,15 @@ def trainer_input(ftj: FineTuneJob) -> TrainerInput:
             namespace=str(ftj.metadata.namespace),
             run_id=run_id,
             # Each spec revision writes under its own run id: a deterministic, never-overwritten path.
-            output_root=RunLayout.of(ftj.spec.output.uri, run_id).root,
+            output_root=run_layout(ftj).root,
             resume_from=resume_checkpoint(ftj),
         ),
+    )
+
+
+def run_layout(ftj: FineTuneJob) -> RunLayout:
+    return RunLayout.of(
+        ftj.spec.output.uri, str(ftj.metadata.namespace), str(ftj.metadata.name), ftj.spec_hash()
     )
 
 
@@ -36,5 +42,5 @@ def resume_checkpoint(ftj: FineTuneJob) -> Checkpoint | None:
     checkpoint = ftj.status.last_checkpoint
     if checkpoint is None or ftj.status.run_id != run_id:
         return None
-    folder = RunLayout.of(ftj.spec.output.uri, run_id).checkpoints
+    folder = run_layout(ftj).checkpoints
     return checkpoint if checkpoint.uri.startswith(f"{folder}/") else None

@@ -141,6 +141,13 @@ def reconcile(body: kopf.Body, **kwargs: Any) -> None:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def forget(namespace: str | None, name: str | None, **_: Any) -> None:
+    """A deleted FineTuneJob's series leave the metrics at once (optional: no finalizer for this)."""
+    if namespace and name:
+        runtime().reconciler.metrics.forget(namespace, name)
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_SELECTOR)
 @kopf.on.event("jobset.x-k8s.io", "v1alpha2", "jobsets", labels=CHILD_SELECTOR)
 def child_job_changed(namespace: str | None, labels: kopf.Labels, type: str | None, **kwargs: Any) -> None:

@@ -9,7 +9,17 @@ from datetime import datetime
 
 from kubetune_api import ConditionStatus, ConditionType, FineTuneJob, Phase
 from kubetune_operator.observation import ChildJob, Observed
-from kubetune_operator.policies import deadline, failure, live_edits, new_run, queue, results, suspend, ttl
+from kubetune_operator.policies import (
+    deadline,
+    failure,
+    live_edits,
+    new_run,
+    preemption,
+    queue,
+    results,
+    suspend,
+    ttl,
+)
 from kubetune_operator.policies.decision import Action, Decision, StageCondition, parse_time
 
 JOBSET_NOT_INSTALLED = "JobSetNotInstalled"
@@ -20,14 +30,17 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
     stale = new_run.replace_stale(ftj, observed)
     if stale is not None:
         return stale
+    if ttl.finished_and_cleaned_up(ftj, observed):
+        return ttl.finish(ftj, _as_recorded(ftj), now)
     trainer, exporter = observed.trainer, observed.exporter
     start = deadline.run_start(ftj, trainer)
+    stops = preemption.count(ftj, trainer)
     if trainer is None:
         if ftj.spec.resources.nodes > 1 and (not observed.jobset_available or _failed_without_jobset(ftj)):
             # Failed stays failed for this spec, even once JobSet is installed: an edit starts anew.
             return ttl.finish(ftj, _jobset_missing(ftj), now)
         decision = Decision(Phase.PENDING, "Creating", "creating the trainer", Action.CREATE_TRAINER)
-        return ttl.finish(ftj, deadline.enforce(ftj, decision, start, now), now)
+        return ttl.finish(ftj, _limits(ftj, decision, start, stops, now), now)
     if trainer.done and not trainer.failed_reason:
         decision = _export(ftj, trainer, exporter)
     else:
@@ -43,7 +56,38 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
         start_time=parse_time(trainer.start_time),
         backoff_limit_applied=live_edits.backoff_limit_condition(ftj, observed),
     )
-    return ttl.finish(ftj, deadline.enforce(ftj, decision, start, now), now)
+    return ttl.finish(ftj, _limits(ftj, decision, start, stops, now), now)
+
+
+def _limits(
+    ftj: FineTuneJob, decision: Decision, start: datetime | None, stops: int, now: datetime
+) -> Decision:
+    """The run's deadline, then its cap on checkpointed stops: each fails an unfinished run."""
+    return preemption.enforce(ftj, deadline.enforce(ftj, decision, start, now), stops, now)
+
+
+def _as_recorded(ftj: FineTuneJob) -> Decision:
+    """The finished run as its status records it (its Jobs, pods and results are gone)."""
+    status = ftj.status
+
+    def stage(type_: ConditionType) -> StageCondition:
+        found = status.condition(type_.value)
+        if found is None:
+            return StageCondition(ConditionStatus.UNKNOWN, "Unknown", "not recorded")
+        return StageCondition(found.status, found.reason or "", found.message or "")
+
+    ready = status.condition(ConditionType.READY.value)
+    assert status.phase is not None  # finished_and_cleaned_up checked it
+    return Decision(
+        status.phase,
+        (ready.reason if ready else None) or status.phase.value,
+        status.message or "",
+        trained=stage(ConditionType.TRAINED),
+        exported=stage(ConditionType.EXPORTED),
+        start_time=status.start_time,
+        completion_time=status.completion_time,
+        preemptions=status.preemptions,
+    )
 
 
 def _failed_without_jobset(ftj: FineTuneJob) -> bool:

@@ -46,6 +46,8 @@ class Decision:
     artifacts: list[Artifact] = field(default_factory=list)
     # The trainer Job's startTime; the status keeps the first one of a run.
     start_time: datetime | None = None
+    # Checkpointed stops of this run so far (policies/preemption.py).
+    preemptions: int | None = None
     # Of a finished run: the finishing Job's completionTime (a failed Job has none), then the TTL
     # policy's final value.
     completion_time: datetime | None = None

@@ -80,6 +80,19 @@ class Children:
     def patch_job(self, ftj: FineTuneJob, job_name: str, patch: dict[str, Any]) -> None:
         self.batch.patch_namespaced_job(job_name, str(ftj.metadata.namespace), patch)
 
+    def patch_child(self, ftj: FineTuneJob, kind: str, name: str, patch: dict[str, Any]) -> None:
+        if kind != "JobSet":
+            self.patch_job(ftj, name, patch)
+            return
+        self.custom.patch_namespaced_custom_object(
+            jobset.JOBSET_GROUP,
+            jobset.JOBSET_VERSION,
+            str(ftj.metadata.namespace),
+            jobset.JOBSET_PLURAL,
+            name,
+            patch,
+        )
+
     def set_workload_active(self, ftj: FineTuneJob, workload: str, active: bool) -> None:
         """Kueue's own switch for a queued workload: inactive means evicted and kept suspended."""
         self.custom.patch_namespaced_custom_object(

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from kubetune_api import ConditionStatus, ConditionType, FineTuneJob, Phase
 from kubetune_operator.builders import names
 from kubetune_operator.observation import Observed
-from kubetune_operator.policies import deadline, live_edits, new_run, queue, suspend
+from kubetune_operator.policies import deadline, live_edits, new_run, queue, suspend, ttl
 from kubetune_operator.policies.decide import decide
 from kubetune_operator.policies.decision import Action, Decision
 from kubetune_operator.services.children import Children
+from kubetune_operator.services.metrics_recorder import MetricsRecorder, instrumented
 from kubetune_operator.services.status_writer import StatusWriter
 from kubetune_operator.status import new_status
 
@@ -37,11 +38,14 @@ class Reconciler:
         children: Children,
         status: StatusWriter,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        metrics: MetricsRecorder | None = None,
     ) -> None:
         self.children = children
         self.status = status
         self.clock = clock
+        self.metrics = metrics if metrics is not None else MetricsRecorder()
 
+    @instrumented
     def reconcile(self, ftj: FineTuneJob, observed: Observed) -> PassResult:
         now = self.clock()
         decision = decide(ftj, observed, now)
@@ -53,6 +57,7 @@ class Reconciler:
             status,
             clear_trainer_fields=new_run.clear_trainer_fields(ftj, decision),
         )
+        self.metrics.record(ftj, status, now, deleting=decision.action == Action.DELETE_FINETUNEJOB)
         if decision.phase != ftj.status.phase:
             warning = decision.phase == Phase.FAILED
             events.append(Event("Warning" if warning else "Normal", decision.phase.value, decision.message))
@@ -82,6 +87,10 @@ class Reconciler:
             self.children.delete_finetunejob(ftj)
             events.append(Event("Normal", "Expired", "ttlSecondsAfterFinished passed: deleting"))
         if decision.finished:
+            for kind, name, patch in ttl.job_patches(
+                observed, self.children.settings.finished_job_ttl_seconds
+            ):
+                self.children.patch_child(ftj, kind, name, patch)
             return events
         for job_name, suspended in suspend.job_patches(ftj, observed):
             self.children.set_suspend(ftj, job_name, suspended)
