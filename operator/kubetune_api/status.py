@@ -170,6 +170,12 @@ class FineTuneJobStatus(TrainerReport):
         description="Checkpointed stops of this run so far (preemption, eviction, drain, suspension); "
         "the run fails when they pass spec.preemptionLimit.",
     )
+    lost_checkpoints: int | None = Field(
+        default=None,
+        ge=0,
+        description="Stops of this run whose SIGTERM checkpoint did not upload; each retry resumed from an "
+        "older checkpoint and counted against backoffLimit.",
+    )
     completion_time: datetime | None = Field(default=None, description="When the job succeeded or failed.")
     run_id: str | None = Field(
         default=None,

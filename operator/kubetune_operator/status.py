@@ -59,6 +59,7 @@ def new_status(ftj: FineTuneJob, decision: Decision, now: datetime) -> FineTuneJ
         # The Job's startTime moves on every resume; ours means "when training first started".
         start_time=(old.start_time if same_run else None) or decision.start_time,
         preemptions=decision.preemptions,
+        lost_checkpoints=decision.lost_checkpoints,
         completion_time=decision.completion_time if decision.finished else None,
         trainer_job_name=names.trainer_job_name(ftj),
         export_job_name=(

@@ -3,6 +3,7 @@ replaced by the standby within 30 s, and the run goes on with no duplicate Jobs 
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -10,8 +11,8 @@ import pytest
 from kubernetes import client
 from operator_replicas import leader_pod, operator_pods
 
-from e2e_support import StatusRecorder, apply_ftj, tiny_job, wait_phase
-from support import wait_for
+from e2e_support import StatusRecorder, apply_ftj, get_ftj, tiny_job, wait_phase
+from support import kubectl, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -25,16 +26,28 @@ def test_the_standby_takes_over_a_killed_leader_within_30s_without_duplicates(
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     batch: client.BatchV1Api,
+    cluster_env: dict[str, str],
 ) -> None:
     replicas = wait_for(lambda: len(operator_pods(core)) == 2 and operator_pods(core), 120, "two replicas")
     assert all(c.ready for p in replicas for c in p.status.container_statuses)  # the standby is Ready too
     leader = wait_for(lambda: leader_pod(core), 60, "a leader")
 
     training = {**tiny_job("x", s3_seeded)["spec"]["training"], "maxSteps": 300}
+    manifest = tiny_job("ha", s3_seeded, training=training)
     with StatusRecorder(custom, workspace, "ha") as recorder:
-        apply_ftj(custom, workspace, tiny_job("ha", s3_seeded, training=training))
-        wait_phase(custom, workspace, "ha", {"Training"}, 180)
+        apply_ftj(custom, workspace, manifest)
+        started = wait_phase(custom, workspace, "ha", {"Training"}, 180)
         trainer_uid = batch.read_namespaced_job("ha-train", workspace).metadata.uid
+
+        # A GitOps tool applies the same manifest again (with its own label): no new generation, no new run.
+        reapplied = {
+            **manifest,
+            "metadata": {**manifest["metadata"], "labels": {"app.kubernetes.io/instance": "ha"}},
+        }
+        kubectl("apply", "-n", workspace, "-f", "-", input=json.dumps(reapplied), cluster_env=cluster_env)
+        after = get_ftj(custom, workspace, "ha")
+        assert after["metadata"]["generation"] == started["metadata"]["generation"]
+        assert after["status"]["runId"] == started["status"]["runId"]
 
         # SIGKILL: no release of the Lease, no goodbye.
         killed_at = time.monotonic()

@@ -6,15 +6,29 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from child_cases import NOW, STALE_RUN, T_COMPLETE, T_RUNNING, T_SUSPENDED, Child, observed, with_run
+from child_cases import (
+    NOW,
+    STALE_RUN,
+    STARTED,
+    T_COMPLETE,
+    T_RUNNING,
+    T_SUSPENDED,
+    Child,
+    job,
+    observed,
+    pod,
+    with_run,
+)
 from operator_cases import set_, tiny
 
 from kubetune_api import FineTuneJob, FineTuneJobStatus, ObjectMeta
 from kubetune_operator.services.reconcile import Reconciler
+from kubetune_operator.settings import OperatorSettings
 
 
 class FakeChildren:
     def __init__(self) -> None:
+        self.settings = OperatorSettings(finished_job_ttl_seconds=600)
         self.calls: list[tuple[str, ...]] = []
         # Live edits of a running Job's limits (tests/operator/test_policy_queue.py covers them).
         self.patches: list[tuple[str, dict[str, Any]]] = []
@@ -38,6 +52,9 @@ class FakeChildren:
 
     def patch_job(self, ftj: FineTuneJob, job_name: str, patch: dict[str, Any]) -> None:
         self.patches.append((job_name, patch))
+
+    def patch_child(self, ftj: FineTuneJob, kind: str, name: str, patch: dict[str, Any]) -> None:
+        self.calls.append(("patch_child", kind, name, str(patch)))
 
     def set_workload_active(self, ftj: FineTuneJob, workload: str, active: bool) -> None:
         self.calls.append(("set_workload_active", workload, str(active)))
@@ -95,3 +112,27 @@ def test_a_new_run_clears_the_trainers_fields() -> None:
     _, _, [(new, clear)] = run_pass(ftj, None)
     assert clear is True
     assert (new.run_id, new.progress) == (ftj.spec_hash(), None)
+
+
+def test_the_jobs_of_a_finished_run_get_the_operators_ttl() -> None:
+    ftj = tiny(set_("spec.export.enabled", False))
+    calls, _, _ = run_pass(ftj, T_COMPLETE)
+    assert calls == [("patch_child", "Job", "tiny-train", str({"spec": {"ttlSecondsAfterFinished": 600}}))]
+
+
+def test_a_lost_checkpoint_is_a_warning_event_once() -> None:
+    ftj = tiny()
+    lost = (
+        job("trainer", active=1, ready=1, failed=1, startTime=STARTED),
+        [
+            pod("trainer", "tiny-train-a", 8, "Error", "checkpoint did not upload", STARTED),
+            pod("trainer", "tiny-train-b", None),
+        ],
+    )
+    _, events, writes = run_pass(ftj, with_run(lost, ftj.spec_hash()))
+    assert "CheckpointLost" in events
+    status = writes[-1][0]
+    assert (status.lost_checkpoints, status.preemptions) == (1, None)  # counted, and not a checkpointed stop
+    seen = tiny(set_("status.runId", ftj.spec_hash()), set_("status.lostCheckpoints", 1))
+    _, again, _ = run_pass(seen, with_run(lost, ftj.spec_hash()))
+    assert "CheckpointLost" not in again

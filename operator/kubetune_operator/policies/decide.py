@@ -34,7 +34,7 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
         return ttl.finish(ftj, _as_recorded(ftj), now)
     trainer, exporter = observed.trainer, observed.exporter
     start = deadline.run_start(ftj, trainer)
-    stops = preemption.count(ftj, trainer)
+    stops = preemption.count(ftj, trainer), preemption.lost_checkpoints(ftj, trainer)
     if trainer is None:
         if ftj.spec.resources.nodes > 1 and (not observed.jobset_available or _failed_without_jobset(ftj)):
             # Failed stays failed for this spec, even once JobSet is installed: an edit starts anew.
@@ -60,10 +60,11 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
 
 
 def _limits(
-    ftj: FineTuneJob, decision: Decision, start: datetime | None, stops: int, now: datetime
+    ftj: FineTuneJob, decision: Decision, start: datetime | None, stops: tuple[int, int], now: datetime
 ) -> Decision:
     """The run's deadline, then its cap on checkpointed stops: each fails an unfinished run."""
-    return preemption.enforce(ftj, deadline.enforce(ftj, decision, start, now), stops, now)
+    checkpointed, lost = stops
+    return preemption.enforce(ftj, deadline.enforce(ftj, decision, start, now), checkpointed, now, lost)
 
 
 def _as_recorded(ftj: FineTuneJob) -> Decision:
@@ -87,6 +88,7 @@ def _as_recorded(ftj: FineTuneJob) -> Decision:
         start_time=status.start_time,
         completion_time=status.completion_time,
         preemptions=status.preemptions,
+        lost_checkpoints=status.lost_checkpoints,
     )
 
 

@@ -48,6 +48,7 @@ class Decision:
     start_time: datetime | None = None
     # Checkpointed stops of this run so far (policies/preemption.py).
     preemptions: int | None = None
+    lost_checkpoints: int | None = None
     # Of a finished run: the finishing Job's completionTime (a failed Job has none), then the TTL
     # policy's final value.
     completion_time: datetime | None = None

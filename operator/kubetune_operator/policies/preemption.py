@@ -33,15 +33,22 @@ def _checkpointed_stop(exit_code: int, disruption: str) -> bool:
     return exit_code == ExitCode.PREEMPTED or bool(disruption)
 
 
+def lost_checkpoints(ftj: FineTuneJob, trainer: ChildJob | None) -> int:
+    """This run's stops whose checkpoint did not upload (exit 8), remembered like the stops."""
+    remembered = ftj.status.lost_checkpoints if ftj.status.run_id == ftj.spec_hash() else None
+    seen = sum(1 for o in trainer.outcomes if o.exit_code == ExitCode.CHECKPOINT_LOST) if trainer else 0
+    return max(remembered or 0, seen)
+
+
 def count(ftj: FineTuneJob, trainer: ChildJob | None) -> int:
     """This run's stops: what the status remembers (same run only) or what the trainer shows, if more."""
     remembered = ftj.status.preemptions if ftj.status.run_id == ftj.spec_hash() else None
     return max(remembered or 0, observed_stops(trainer))
 
 
-def enforce(ftj: FineTuneJob, decision: Decision, stops: int, now: datetime) -> Decision:
+def enforce(ftj: FineTuneJob, decision: Decision, stops: int, now: datetime, lost: int = 0) -> Decision:
     """An unfinished run past its limit fails, and its unfinished child is stopped."""
-    decision = replace(decision, preemptions=stops or None)
+    decision = replace(decision, preemptions=stops or None, lost_checkpoints=lost or None)
     limit = ftj.spec.preemption_limit
     if decision.finished or stops <= limit:
         return decision

@@ -62,6 +62,8 @@ class Reconciler:
             warning = decision.phase == Phase.FAILED
             events.append(Event("Warning" if warning else "Normal", decision.phase.value, decision.message))
         events += _condition_events(ftj, decision)
+        if (decision.lost_checkpoints or 0) > (ftj.status.lost_checkpoints or 0):
+            events.append(Event("Warning", "CheckpointLost", LOST_CHECKPOINT_MESSAGE))
         return PassResult(decision, events, written)
 
     def _act(self, ftj: FineTuneJob, observed: Observed, decision: Decision, now: dt.datetime) -> list[Event]:
@@ -102,6 +104,11 @@ class Reconciler:
             self.children.patch_job(ftj, job_name, patch)
         return events
 
+
+LOST_CHECKPOINT_MESSAGE = (
+    "the trainer stopped on SIGTERM but its checkpoint did not upload: the retry resumes from an older "
+    "checkpoint and counts against backoffLimit"
+)
 
 # Conditions whose False state is news to the user: a Warning Event when they turn False or change
 # reason, with the message of whoever refused (scheduler, quota, kubelet, Kueue).
