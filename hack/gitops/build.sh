@@ -14,19 +14,19 @@ CACHE_DIR=${KUBETUNE_CACHE:-$HOME/.cache/kubetune}
 
 log() { printf '[gitops-build %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
-module_version() {  # harness module -> the version its go.mod requires
-  awk -v m="$2" '$1 == m {print $2; exit} $1 == "require" && $2 == m {print $3; exit}' "$HERE/$1/go.mod"
+module_version() {  # module -> the version go.mod requires
+  awk -v m="$1" '$1 == m {print $2; exit} $1 == "require" && $2 == m {print $3; exit}' "$HERE/go.mod"
 }
 
-KSTATUS_VERSION=$(module_version kstatus sigs.k8s.io/cli-utils)
-LUA_VERSION=$(module_version argolua github.com/yuin/gopher-lua)
-[ -n "$KSTATUS_VERSION" ] && [ -n "$LUA_VERSION" ] || { log "cannot read the versions from the go.mod files"; exit 1; }
+KSTATUS_VERSION=$(module_version sigs.k8s.io/cli-utils)
+LUA_VERSION=$(module_version github.com/yuin/gopher-lua)
+[ -n "$KSTATUS_VERSION" ] && [ -n "$LUA_VERSION" ] || { log "cannot read the versions from the go.mod"; exit 1; }
 # Any edit of a harness, its go.sum or this script builds anew; so does another Go toolchain.
 HASH=$(
   cd "$HERE"
   {
     go env GOVERSION
-    { echo build.sh; find "${HARNESSES[@]}" -type f \( -name '*.go' -o -name go.mod -o -name go.sum \); } |
+    { echo build.sh; echo go.mod; echo go.sum; find "${HARNESSES[@]}" objects -type f -name '*.go'; } |
       LC_ALL=C sort | xargs sha256sum
   } | sha256sum | cut -c1-12
 )
@@ -49,7 +49,7 @@ trap 'rm -rf "$tmp"' EXIT
 start=$SECONDS
 for h in "${HARNESSES[@]}"; do
   log "compiling $h"
-  (cd "$HERE/$h" && go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$tmp/$h" .)
+  (cd "$HERE" && go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$tmp/$h" "./$h")
 done
 rm -rf "$BIN_DIR"
 mv "$tmp" "$BIN_DIR"

@@ -15,19 +15,17 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"kubetune.dev/localcluster/gitops/objects"
 )
 
 type result struct {
@@ -57,7 +55,7 @@ func main() {
 	}
 	out := json.NewEncoder(os.Stdout)
 	for _, input := range inputs {
-		objects, err := readObjects(input)
+		objects, err := objects.Read(input)
 		if err != nil {
 			fail(fmt.Errorf("%s: %w", input, err))
 		}
@@ -159,62 +157,4 @@ func toLua(l *lua.LState, value interface{}) lua.LValue {
 		return lua.LString(v)
 	}
 	return lua.LNil
-}
-
-func readObjects(input string) ([]*unstructured.Unstructured, error) {
-	var r io.Reader = os.Stdin
-	if input != "-" {
-		f, err := os.Open(input)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		r = f
-	}
-	decoder := utilyaml.NewYAMLOrJSONDecoder(bufio.NewReader(r), 4096)
-	var objects []*unstructured.Unstructured
-	for {
-		var raw json.RawMessage
-		if err := decoder.Decode(&raw); err != nil {
-			if errors.Is(err, io.EOF) {
-				return objects, nil
-			}
-			return nil, err
-		}
-		if len(raw) == 0 || string(raw) == "null" {
-			continue // an empty YAML document
-		}
-		decoded, err := decode(raw)
-		if err != nil {
-			return nil, err
-		}
-		objects = append(objects, decoded...)
-	}
-}
-
-// decode goes through the unstructured JSON scheme, as Argo CD's cluster cache does: whole numbers
-// become int64.
-func decode(raw []byte) ([]*unstructured.Unstructured, error) {
-	var head struct {
-		Items json.RawMessage `json:"items"`
-	}
-	if err := json.Unmarshal(raw, &head); err != nil {
-		return nil, err
-	}
-	if head.Items == nil {
-		u := &unstructured.Unstructured{}
-		if err := u.UnmarshalJSON(raw); err != nil {
-			return nil, err
-		}
-		return []*unstructured.Unstructured{u}, nil
-	}
-	list := &unstructured.UnstructuredList{}
-	if err := list.UnmarshalJSON(raw); err != nil {
-		return nil, err
-	}
-	objects := make([]*unstructured.Unstructured, len(list.Items))
-	for i := range list.Items {
-		objects[i] = &list.Items[i]
-	}
-	return objects, nil
 }
