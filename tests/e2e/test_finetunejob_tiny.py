@@ -81,6 +81,16 @@ def test_tiny_job_trains_exports_and_reports(
     reasons = {e.reason for e in events_for(core, workspace, "tiny")}
     assert {"CreatedTrainer", "CreatedExportJob", "Succeeded"} <= reasons, reasons
 
+    # The finished run's Jobs get the operator's TTL (the chart's trainerPods.finishedJobTtlSeconds).
+    for job_name in ("tiny-train", "tiny-export"):
+        wait_for(
+            lambda name=job_name: (
+                batch.read_namespaced_job(name, workspace).spec.ttl_seconds_after_finished == 86400
+            ),
+            30,
+            f"{job_name} to get its ttlSecondsAfterFinished",
+        )
+
     # Deleting the FineTuneJob removes its Jobs and pods; the artifacts stay in S3.
     train_job = batch.read_namespaced_job("tiny-train", workspace)
     assert train_job.metadata.owner_references[0].kind == "FineTuneJob"
