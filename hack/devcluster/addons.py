@@ -43,11 +43,14 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Equal", "value": "present", "effect": "NoSchedule"}
 # The node agent's CPU node; no label but its hostname sets it apart from the GPU nodes.
 CPU_NODE = "cpu-node-0"
+EPHEMERAL_STORAGE = "ephemeral-storage"
 # ClusterQueue `kubetune`'s nominal quota per flavor, in the order Kueue tries them: CPU-only
-# workloads fit `cpu` first, GPU workloads fall through to `gpu` (both GPU nodes).
+# workloads fit `cpu` first, GPU workloads fall through to `gpu` (both GPU nodes). Kueue admits only
+# workloads whose every requested resource the queue covers, and trainer and export pods request
+# ephemeral-storage (their workspace), so the queue covers it: the nodes' local disk.
 FLAVOR_QUOTAS: dict[str, dict[str, str]] = {
-    CPU_FLAVOR: {"cpu": "16", "memory": "64Gi", GPU_RESOURCE: "0"},
-    GPU_FLAVOR: {"cpu": "64", "memory": "512Gi", GPU_RESOURCE: "16"},
+    CPU_FLAVOR: {"cpu": "16", "memory": "64Gi", GPU_RESOURCE: "0", EPHEMERAL_STORAGE: "500Gi"},
+    GPU_FLAVOR: {"cpu": "64", "memory": "512Gi", GPU_RESOURCE: "16", EPHEMERAL_STORAGE: "7000Gi"},
 }
 KUEUE_FRAMEWORKS = ["batch/job", "jobset.x-k8s.io/jobset"]
 # Kueue's manifests hold webhooks for every framework it knows. Those of integrations not enabled are
@@ -266,7 +269,7 @@ def queue_objects() -> list[dict[str, Any]]:
             "namespaceSelector": {},
             "resourceGroups": [
                 {
-                    "coveredResources": ["cpu", "memory", GPU_RESOURCE],
+                    "coveredResources": list(FLAVOR_QUOTAS[CPU_FLAVOR]),
                     "flavors": [
                         {
                             "name": flavor,

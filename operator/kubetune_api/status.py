@@ -170,6 +170,15 @@ class FineTuneJobStatus(TrainerReport):
         description="Checkpointed stops of this run so far (preemption, eviction, drain, suspension); "
         "the run fails when they pass spec.preemptionLimit.",
     )
+    trainer_pods: list[str] | None = Field(
+        default=None,
+        max_length=128,
+        description="The last trainer pods of this run the operator saw (pods of a stopped trainer "
+        "vanish; counting their replacements gives status.preemptions).",
+    )
+    trainer_pods_seen: int | None = Field(
+        default=None, ge=0, description="Trainer pods of this run (a single-node Job) seen so far."
+    )
     lost_checkpoints: int | None = Field(
         default=None,
         ge=0,

@@ -62,6 +62,9 @@ class ChildJob:
     backoff_limit: int | None = None  # Job: spec.backoffLimit; JobSet: failurePolicy.maxRestarts
     active_deadline_seconds: int | None = None
     ttl_seconds_after_finished: int | None = None
+    # Job: its pods, oldest first. A stopped pod is gone from the API soon after it exits, so the
+    # operator counts replacements by the names it has seen (policies/preemption.py).
+    pod_names: tuple[str, ...] = ()
     restarts: int = 0  # JobSet: group restarts so far
     counted_restarts: int = 0  # JobSet: those counted against maxRestarts (the others were checkpointed)
     # Set when the child is queued: its Kueue Workload (None until Kueue made one).
@@ -169,6 +172,10 @@ def child_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> ChildJob:
         completion_time=status.get("completionTime"),
         completions=int((job.get("spec") or {}).get("completions") or 1),
         outcomes=tuple(o for pod in pods if (o := container_outcome(pod)) is not None),
+        pod_names=tuple(
+            (p.get("metadata") or {}).get("name", "")
+            for p in sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+        ),
         backoff_limit=(job.get("spec") or {}).get("backoffLimit"),
         active_deadline_seconds=(job.get("spec") or {}).get("activeDeadlineSeconds"),
         ttl_seconds_after_finished=(job.get("spec") or {}).get("ttlSecondsAfterFinished"),

@@ -58,8 +58,10 @@ def new_status(ftj: FineTuneJob, decision: Decision, now: datetime) -> FineTuneJ
         run_id=ftj.spec_hash(),
         # The Job's startTime moves on every resume; ours means "when training first started".
         start_time=(old.start_time if same_run else None) or decision.start_time,
-        preemptions=decision.preemptions,
-        lost_checkpoints=decision.lost_checkpoints,
+        preemptions=decision.stops.count or None,
+        lost_checkpoints=decision.stops.lost_checkpoints or None,
+        trainer_pods=list(decision.stops.trainer_pods) or None,
+        trainer_pods_seen=decision.stops.trainer_pods_seen or None,
         completion_time=decision.completion_time if decision.finished else None,
         trainer_job_name=names.trainer_job_name(ftj),
         export_job_name=(

@@ -47,15 +47,11 @@ def queue(custom: client.CustomObjectsApi, namespace: str, gpus: int) -> Iterato
     priorities; yields the LocalQueue's name."""
     cluster_queue = f"e2e-{uuid.uuid4().hex[:6]}"
 
-    def flavor(name: str, cpu: str, memory: str, gpu: int) -> dict[str, Any]:
-        return {
-            "name": name,
-            "resources": [
-                {"name": "cpu", "nominalQuota": cpu},
-                {"name": "memory", "nominalQuota": memory},
-                {"name": "nvidia.com/gpu", "nominalQuota": gpu},
-            ],
-        }
+    def flavor(name: str, gpu: int | None = None) -> dict[str, Any]:
+        """The kit's quota of that flavor (tests/devcluster: every resource our pods ask for), with
+        its own number of GPUs."""
+        quota = {**addons.FLAVOR_QUOTAS[name], **({addons.GPU_RESOURCE: str(gpu)} if gpu is not None else {})}
+        return {"name": name, "resources": [{"name": r, "nominalQuota": q} for r, q in quota.items()]}
 
     custom.create_cluster_custom_object(
         GROUP,
@@ -69,11 +65,8 @@ def queue(custom: client.CustomObjectsApi, namespace: str, gpus: int) -> Iterato
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
                 "resourceGroups": [
                     {
-                        "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
-                        "flavors": [
-                            flavor(addons.CPU_FLAVOR, "16", "64Gi", 0),
-                            flavor(addons.GPU_FLAVOR, "64", "512Gi", gpus),
-                        ],
+                        "coveredResources": list(addons.FLAVOR_QUOTAS[addons.CPU_FLAVOR]),
+                        "flavors": [flavor(addons.CPU_FLAVOR), flavor(addons.GPU_FLAVOR, gpus)],
                     }
                 ],
                 "preemption": {"withinClusterQueue": "LowerPriority"},

@@ -24,13 +24,22 @@ class NodeSpec:
     memory: str
     gpus: int = 0
     gpu_product: str = ""
+    # Local disk for emptyDirs; trainer and export pods request their workspace from it.
+    ephemeral_storage: str = "500Gi"
     labels: dict[str, str] = field(default_factory=dict)
     kubelet_port: int = 0
 
 
 def default_nodes(kubelet_port_base: int) -> list[NodeSpec]:
     """Two 8-GPU nodes and one CPU node: enough for multi-GPU, multi-node and CPU-only pods."""
-    gpu = {"gpus": 8, "gpu_product": "NVIDIA-H100-80GB-HBM3", "cpu": "32", "memory": "256Gi"}
+    # As on cloud H100 nodes: a few TB of local NVMe for datasets, models and checkpoints.
+    gpu = {
+        "gpus": 8,
+        "gpu_product": "NVIDIA-H100-80GB-HBM3",
+        "cpu": "32",
+        "memory": "256Gi",
+        "ephemeral_storage": "3500Gi",
+    }
     return [
         NodeSpec(name="gpu-node-0", kubelet_port=kubelet_port_base, **gpu),
         NodeSpec(name="gpu-node-1", kubelet_port=kubelet_port_base + 1, **gpu),
@@ -60,7 +69,12 @@ def node_labels(spec: NodeSpec) -> dict[str, str]:
 
 
 def node_status(spec: NodeSpec) -> dict:
-    capacity = {"cpu": spec.cpu, "memory": spec.memory, "pods": "110", "ephemeral-storage": "100Gi"}
+    capacity = {
+        "cpu": spec.cpu,
+        "memory": spec.memory,
+        "pods": "110",
+        "ephemeral-storage": spec.ephemeral_storage,
+    }
     if spec.gpus:
         capacity[GPU_RESOURCE] = str(spec.gpus)
     now = _now().isoformat()

@@ -20,7 +20,7 @@ from kubetune_operator.policies import (
     suspend,
     ttl,
 )
-from kubetune_operator.policies.decision import Action, Decision, StageCondition, parse_time
+from kubetune_operator.policies.decision import Action, Decision, StageCondition, Stops, parse_time
 
 JOBSET_NOT_INSTALLED = "JobSetNotInstalled"
 EXPORT_DISABLED = StageCondition(ConditionStatus.FALSE, "ExportDisabled", "spec.export.enabled is false")
@@ -34,7 +34,7 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
         return ttl.finish(ftj, _as_recorded(ftj), now)
     trainer, exporter = observed.trainer, observed.exporter
     start = deadline.run_start(ftj, trainer)
-    stops = preemption.count(ftj, trainer), preemption.lost_checkpoints(ftj, trainer)
+    stops = preemption.observe(ftj, trainer)
     if trainer is None:
         if ftj.spec.resources.nodes > 1 and (not observed.jobset_available or _failed_without_jobset(ftj)):
             # Failed stays failed for this spec, even once JobSet is installed: an edit starts anew.
@@ -60,11 +60,10 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
 
 
 def _limits(
-    ftj: FineTuneJob, decision: Decision, start: datetime | None, stops: tuple[int, int], now: datetime
+    ftj: FineTuneJob, decision: Decision, start: datetime | None, stops: Stops, now: datetime
 ) -> Decision:
     """The run's deadline, then its cap on checkpointed stops: each fails an unfinished run."""
-    checkpointed, lost = stops
-    return preemption.enforce(ftj, deadline.enforce(ftj, decision, start, now), checkpointed, now, lost)
+    return preemption.enforce(ftj, deadline.enforce(ftj, decision, start, now), stops, now)
 
 
 def _as_recorded(ftj: FineTuneJob) -> Decision:
@@ -87,8 +86,12 @@ def _as_recorded(ftj: FineTuneJob) -> Decision:
         exported=stage(ConditionType.EXPORTED),
         start_time=status.start_time,
         completion_time=status.completion_time,
-        preemptions=status.preemptions,
-        lost_checkpoints=status.lost_checkpoints,
+        stops=Stops(
+            status.preemptions or 0,
+            status.lost_checkpoints or 0,
+            tuple(status.trainer_pods or ()),
+            status.trainer_pods_seen or 0,
+        ),
     )
 
 

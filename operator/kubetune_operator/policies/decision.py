@@ -31,6 +31,16 @@ NOT_STARTED = StageCondition(ConditionStatus.UNKNOWN, "Pending", "not started")
 
 
 @dataclass(frozen=True)
+class Stops:
+    """This run's checkpointed stops, and what the operator remembers to count the next ones."""
+
+    count: int = 0
+    lost_checkpoints: int = 0
+    trainer_pods: tuple[str, ...] = ()  # the trainer Job's pods at this pass
+    trainer_pods_seen: int = 0  # every trainer pod of the run seen so far
+
+
+@dataclass(frozen=True)
 class Decision:
     phase: Phase
     reason: str
@@ -47,8 +57,7 @@ class Decision:
     # The trainer Job's startTime; the status keeps the first one of a run.
     start_time: datetime | None = None
     # Checkpointed stops of this run so far (policies/preemption.py).
-    preemptions: int | None = None
-    lost_checkpoints: int | None = None
+    stops: Stops = field(default_factory=lambda: Stops())
     # Of a finished run: the finishing Job's completionTime (a failed Job has none), then the TTL
     # policy's final value.
     completion_time: datetime | None = None

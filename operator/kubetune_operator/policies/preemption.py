@@ -11,49 +11,43 @@ from datetime import datetime
 from kubetune_api import ConditionStatus, FineTuneJob, Phase
 from kubetune_api.exit_codes import ExitCode
 from kubetune_operator.observation import ChildJob
-from kubetune_operator.policies.decision import Action, Decision, StageCondition
+from kubetune_operator.policies.decision import Action, Decision, StageCondition, Stops
 
 PREEMPTION_LIMIT_EXCEEDED = "PreemptionLimitExceeded"
 
 
-def observed_stops(trainer: ChildJob | None) -> int:
-    """Checkpointed stops the trainer child shows: a JobSet's uncounted group restarts, or the pods of a
-    Job that stopped with a checkpoint or were disrupted."""
+def observe(ftj: FineTuneJob, trainer: ChildJob | None) -> Stops:
+    """A JobSet says how many group restarts were not counted against maxRestarts. A Job's stopped
+    pods vanish from the API soon after they exit, so its stops are its replacement pods (new names
+    since the last pass) less the failures it counted; the status keeps the tally."""
+    status = ftj.status
+    same_run = status.run_id == ftj.spec_hash()
+    remembered = (status.preemptions or 0) if same_run else 0
+    known = set(status.trainer_pods or ()) if same_run else set()
+    seen = (status.trainer_pods_seen or 0) if same_run else 0
+    lost = max((status.lost_checkpoints or 0) if same_run else 0, _lost(trainer))
     if trainer is None:
-        return 0
+        return Stops(remembered, lost, tuple(status.trainer_pods or ()) if same_run else (), seen)
     if trainer.kind == "JobSet":
-        return max(trainer.restarts - trainer.counted_restarts, 0)
-    return sum(1 for o in trainer.outcomes if _checkpointed_stop(o.exit_code, o.disruption))
+        return Stops(max(remembered, trainer.restarts - trainer.counted_restarts), lost)
+    seen += sum(1 for name in trainer.pod_names if name not in known)
+    replaced = seen - 1 - trainer.failed
+    return Stops(max(remembered, replaced), lost, trainer.pod_names, seen)
 
 
-def _checkpointed_stop(exit_code: int, disruption: str) -> bool:
-    """Exit 7, or a disruption, unless the checkpoint was lost (exit 8 counts against backoffLimit)."""
-    if exit_code in (0, ExitCode.CHECKPOINT_LOST):
-        return False
-    return exit_code == ExitCode.PREEMPTED or bool(disruption)
+def _lost(trainer: ChildJob | None) -> int:
+    """Stops whose checkpoint did not upload (exit 8): counted against backoffLimit, not here."""
+    return sum(1 for o in trainer.outcomes if o.exit_code == ExitCode.CHECKPOINT_LOST) if trainer else 0
 
 
-def lost_checkpoints(ftj: FineTuneJob, trainer: ChildJob | None) -> int:
-    """This run's stops whose checkpoint did not upload (exit 8), remembered like the stops."""
-    remembered = ftj.status.lost_checkpoints if ftj.status.run_id == ftj.spec_hash() else None
-    seen = sum(1 for o in trainer.outcomes if o.exit_code == ExitCode.CHECKPOINT_LOST) if trainer else 0
-    return max(remembered or 0, seen)
-
-
-def count(ftj: FineTuneJob, trainer: ChildJob | None) -> int:
-    """This run's stops: what the status remembers (same run only) or what the trainer shows, if more."""
-    remembered = ftj.status.preemptions if ftj.status.run_id == ftj.spec_hash() else None
-    return max(remembered or 0, observed_stops(trainer))
-
-
-def enforce(ftj: FineTuneJob, decision: Decision, stops: int, now: datetime, lost: int = 0) -> Decision:
+def enforce(ftj: FineTuneJob, decision: Decision, stops: Stops, now: datetime) -> Decision:
     """An unfinished run past its limit fails, and its unfinished child is stopped."""
-    decision = replace(decision, preemptions=stops or None, lost_checkpoints=lost or None)
+    decision = replace(decision, stops=stops)
     limit = ftj.spec.preemption_limit
-    if decision.finished or stops <= limit:
+    if decision.finished or stops.count <= limit:
         return decision
     message = (
-        f"stopped {stops} times after a checkpoint (preemption, eviction or suspension), more than "
+        f"stopped {stops.count} times after a checkpoint (preemption, eviction or suspension), more than "
         f"preemptionLimit ({limit}); raise it to resume from the last checkpoint"
     )
     failed = StageCondition(ConditionStatus.FALSE, PREEMPTION_LIMIT_EXCEEDED, message)

@@ -62,7 +62,7 @@ class Reconciler:
             warning = decision.phase == Phase.FAILED
             events.append(Event("Warning" if warning else "Normal", decision.phase.value, decision.message))
         events += _condition_events(ftj, decision)
-        if (decision.lost_checkpoints or 0) > (ftj.status.lost_checkpoints or 0):
+        if decision.stops.lost_checkpoints > (ftj.status.lost_checkpoints or 0):
             events.append(Event("Warning", "CheckpointLost", LOST_CHECKPOINT_MESSAGE))
         return PassResult(decision, events, written)
 
