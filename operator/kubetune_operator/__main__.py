@@ -52,11 +52,12 @@ def main() -> None:
     elector = None
     if ours.leader_election:
         elector = LeaseElector(
-            client.CoordinationV1Api(runtime().api), ours.lease_namespace, ours.lease_name, identity
+            client.CoordinationV1Api(runtime().api),
+            ours.lease_namespace,
+            ours.lease_name,
+            identity,
+            on_attempt=lambda: beats.beat("election"),
         )
-        beats.beat("election")
-        waiter = threading.Thread(target=_beat_while, args=(beats, "election", stopping), daemon=True)
-        waiter.start()
         if not elector.wait_for_leadership(stopping):
             return  # stopped while standing by
         threading.Thread(target=elector.keep_renewing, args=(stopping,), name="lease", daemon=True).start()
@@ -67,11 +68,6 @@ def main() -> None:
             elector.release()
     if elector is not None and elector.lost.is_set():
         sys.exit(1)  # another replica may lead now: restart as a standby
-
-
-def _beat_while(beats: Heartbeats, name: str, stopping: threading.Event) -> None:
-    while not stopping.wait(5):
-        beats.beat(name)
 
 
 async def _operate(

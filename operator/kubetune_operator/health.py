@@ -22,11 +22,6 @@ class Heartbeats:
         with self._lock:
             self._beats[name] = time.monotonic()
 
-    def stop(self, name: str) -> None:
-        """A loop that ended on purpose (the standby's wait, once it leads) no longer counts."""
-        with self._lock:
-            self._beats.pop(name, None)
-
     def stale(self) -> list[str]:
         now = time.monotonic()
         with self._lock:

@@ -58,11 +58,13 @@ class LeaseElector:
         identity: str,
         timings: LeaseTimings = LeaseTimings(),
         clock: Callable[[], float] = time.monotonic,
+        on_attempt: Callable[[], None] = lambda: None,
     ) -> None:
         self.api, self.namespace, self.name, self.identity = api, namespace, name, identity
         self.timings, self.clock = timings, clock
+        # Called on every attempt to take or renew the Lease: the liveness of the election loop.
+        self.on_attempt = on_attempt
         self._seen: Seen | None = None
-        self.last_attempt = clock()
         self.lost = threading.Event()
 
     def _observe(self, lease: client.V1Lease | None) -> None:
@@ -73,7 +75,7 @@ class LeaseElector:
 
     def try_acquire_or_renew(self) -> bool:
         """One attempt; True while we hold the Lease."""
-        self.last_attempt = self.clock()
+        self.on_attempt()
         try:
             lease = self.api.read_namespaced_lease(self.name, self.namespace)
         except ApiException as e:
