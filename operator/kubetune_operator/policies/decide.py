@@ -86,12 +86,7 @@ def _as_recorded(ftj: FineTuneJob) -> Decision:
         exported=stage(ConditionType.EXPORTED),
         start_time=status.start_time,
         completion_time=status.completion_time,
-        stops=Stops(
-            status.preemptions or 0,
-            status.lost_checkpoints or 0,
-            tuple(status.trainer_pods or ()),
-            status.trainer_pods_seen or 0,
-        ),
+        stops=preemption.observe(ftj, None),  # the tally the status keeps
     )
 
 
