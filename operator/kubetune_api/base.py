@@ -67,10 +67,12 @@ SourceUri = Annotated[
         "must be s3://bucket/key, pvc://claim/path or an absolute path inside the trainer container",
     ),
 ]
+# s3://bucket or s3://bucket/prefix: where a job may write.
+S3_PREFIX_PATTERN = f"^s3://{_S3_BUCKET}(/.*)?$"
 OutputUri = Annotated[
     str,
     Field(min_length=8, max_length=1024),
-    Cel.regex(f"^s3://{_S3_BUCKET}(/.*)?$", "output.uri must be an S3 URI: s3://bucket/prefix"),
+    Cel.regex(S3_PREFIX_PATTERN, "output.uri must be an S3 URI: s3://bucket/prefix"),
 ]
 EndpointUrl = Annotated[
     str,

@@ -18,6 +18,8 @@ class ExitCode(IntEnum):
     # Stopped on SIGTERM, but the checkpoint of that step did not upload: the replacement pod resumes
     # from an older checkpoint (or the start), so the stop counts against backoffLimit, unlike 7.
     CHECKPOINT_LOST = 8
+    # The export missed a minimum of export.gate: its files are under <run>/rejected/, none promoted.
+    QUALITY_GATE = 9
 
     @property
     def meaning(self) -> str:
@@ -39,10 +41,18 @@ _MEANINGS = {
     ExitCode.PREEMPTED: "stopped on SIGTERM after a checkpoint; resuming",
     ExitCode.CHECKPOINT_LOST: "stopped on SIGTERM but the checkpoint did not upload; retrying from an "
     "older checkpoint",
+    ExitCode.QUALITY_GATE: "quality gate failed; the export was kept under rejected/ and not promoted",
 }
 
 PERMANENT = frozenset(
-    {ExitCode.INVALID_CONFIG, ExitCode.DATA, ExitCode.STORAGE, ExitCode.MODEL, ExitCode.EXPORT}
+    {
+        ExitCode.INVALID_CONFIG,
+        ExitCode.DATA,
+        ExitCode.STORAGE,
+        ExitCode.MODEL,
+        ExitCode.EXPORT,
+        ExitCode.QUALITY_GATE,
+    }
 )
 
 # Exit codes of signals, as the container runtime reports them (128 + signal number).

@@ -15,6 +15,15 @@ MERGED_DIR = "merged"
 ONNX_DIR = "onnx"
 ONNX_ADAPTER_DIR = "onnx-adapter"
 MANIFEST_FILE = "manifest.json"
+# One folder per export target below onnx/ and onnx-adapter/ (e.g. onnx/int4-cpu/); an adapter folder
+# holds the .onnx_adapter and the record of the shared base it was exported against.
+ONNX_ADAPTER_FILE = "adapter.onnx_adapter"
+ADAPTER_RECORD_FILE = "adapter.json"
+# An export that failed its gate: the same folders and manifest, under <run>/rejected/, never promoted.
+REJECTED_DIR = "rejected"
+# Shared base ONNX models, <shared base prefix>/<key>/, with base.json written last (complete marker).
+SHARED_BASES_DIR = "onnx-bases"
+BASE_RECORD_FILE = "base.json"
 # Checkpoints (checkpoint-<step>/), TensorBoard event files.
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
@@ -57,6 +66,14 @@ class RunLayout:
     def folder(self, name: str) -> str:
         return join_uri(self.root, name)
 
+    def export_folder(self, group: str, target: str | None = None, rejected: bool = False) -> str:
+        """Where an export group goes: promoted under the run, or under rejected/ after a failed gate."""
+        parts = ([REJECTED_DIR] if rejected else []) + [group] + ([target] if target else [])
+        return join_uri(self.root, *parts)
+
+    def export_manifest(self, rejected: bool = False) -> str:
+        return self.export_folder(MANIFEST_FILE, rejected=rejected)
+
     def trained_dir(self, uses_adapter: bool) -> str:
         """Folder name of the trained weights: the adapter, or the whole model of a full fine-tune."""
         return ADAPTER_DIR if uses_adapter else MODEL_DIR
@@ -76,3 +93,8 @@ class RunLayout:
     @property
     def manifest(self) -> str:
         return self.folder(MANIFEST_FILE)
+
+
+def shared_bases_uri(output_uri: str, shared_base_uri: str | None) -> str:
+    """export.sharedBaseUri, or <output.uri>/onnx-bases: shared by every job writing there."""
+    return shared_base_uri or join_uri(output_uri, SHARED_BASES_DIR)

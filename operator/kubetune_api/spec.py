@@ -16,7 +16,7 @@ from kubetune_api.base import (
     nested_default,
 )
 from kubetune_api.cel import Cel
-from kubetune_api.spec_outputs import ExportSpec, OutputSpec, ResourcesSpec
+from kubetune_api.spec_outputs import GATE_TASK_METRICS, ExportSpec, OutputSpec, ResourcesSpec
 from kubetune_api.spec_sources import DatasetSpec, Method, ModelSource
 from kubetune_api.spec_training import (
     DEFAULT_EPOCHS,
@@ -48,11 +48,11 @@ class FineTuneJobSpec(ApiModel):
             field_path=".lora",
         ),
         Cel(
-            "self.method != 'full' || !self.export.onnx.adapter",
-            "export.onnx.adapter needs a LoRA: method lora or qlora",
-            lambda s: s.method != Method.FULL or not s.export.onnx.adapter,
+            "self.method != 'full' || !has(self.export.adapter) || !self.export.adapter",
+            "export.adapter needs a LoRA: method lora or qlora",
+            lambda s: s.method != Method.FULL or not s.export.adapter,
             reason="FieldValueForbidden",
-            field_path=".export.onnx.adapter",
+            field_path=".export.adapter",
         ),
         Cel(
             "self.training.precision != 'fp16' || self.resources.gpusPerNode > 0",
@@ -80,11 +80,12 @@ class FineTuneJobSpec(ApiModel):
             field_path=".dataset.evalRatio",
         ),
         Cel(
-            "self.method == 'full' || !has(self.lora) || !self.lora.useDora || !self.export.onnx.adapter",
-            "export.onnx.adapter cannot carry DoRA magnitudes; set lora.useDora false or adapter false",
-            lambda s: s.lora is None or not s.lora.use_dora or not s.export.onnx.adapter,
+            "self.method == 'full' || !has(self.lora) || !self.lora.useDora || !has(self.export.adapter) "
+            "|| !self.export.adapter",
+            "export.adapter cannot carry DoRA magnitudes; set lora.useDora false or export.adapter false",
+            lambda s: s.lora is None or not s.lora.use_dora or not s.export.adapter,
             reason="FieldValueForbidden",
-            field_path=".export.onnx.adapter",
+            field_path=".export.adapter",
         ),
         Cel(
             # CEL has no equality between two object types of the schema: compare field by field.
@@ -105,6 +106,31 @@ class FineTuneJobSpec(ApiModel):
             ),
             reason="FieldValueForbidden",
             field_path=".dataset.credentialsSecretRef",
+        ),
+        Cel(
+            "!has(self.export.gate) || self.export.gate.all(g, !(g.metric in ['f1', 'rougeL']) "
+            "|| (has(self.evaluation) && has(self.evaluation.metrics) "
+            "&& g.metric in self.evaluation.metrics))",
+            "export.gate names f1 or rougeL, which are computed only when evaluation.metrics lists them: "
+            "add the metric to evaluation.metrics or gate on exactMatch or parity",
+            lambda s: all(
+                g.metric not in ("f1", "rougeL")
+                or (s.evaluation is not None and g.metric in s.evaluation.metrics)
+                for g in s.export.gate
+            ),
+            reason="FieldValueInvalid",
+            field_path=".export.gate",
+        ),
+        Cel(
+            "!has(self.export.gate) "
+            "|| !self.export.gate.exists(g, g.metric in ['exactMatch', 'f1', 'rougeL']) "
+            "|| has(self.dataset.evalUri) || has(self.dataset.evalRatio)",
+            "export.gate on a task metric needs held-out rows: set dataset.evalUri or dataset.evalRatio",
+            lambda s: (
+                s.dataset.has_eval_data or all(g.metric not in GATE_TASK_METRICS for g in s.export.gate)
+            ),
+            reason="FieldValueRequired",
+            field_path=".dataset.evalRatio",
         ),
         Cel(
             "!has(self.quantization) || self.method == 'qlora'",

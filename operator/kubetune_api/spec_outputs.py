@@ -9,6 +9,7 @@ from pydantic import (
 )
 
 from kubetune_api.base import (
+    S3_PREFIX_PATTERN,
     ApiModel,
     EndpointUrl,
     OutputUri,
@@ -99,65 +100,137 @@ class Int4Spec(ApiModel):
     )
 
 
-class OnnxExportSpec(ApiModel):
-    """ONNX model for onnxruntime-genai."""
+# Precision x execution provider: what one export target builds. fp16 has no CPU kernels.
+Precision = Literal["int4", "int8", "fp16", "fp32"]
+ExecutionProvider = Literal["cpu", "cuda"]
+
+
+class ExportTarget(ApiModel):
+    """One ONNX model for onnxruntime-genai: a weight precision for an execution provider. Its files go
+    to <run>/onnx/<precision>-<executionProvider>/ (and onnx-adapter/<...>/ with export.adapter)."""
 
     cel_rules = (
         Cel(
-            # Written with has(): the API server also checks this rule against the bare `default: {}`.
+            # Written with has(): the API server also checks this rule against a bare `{}` item.
             "!has(self.precision) || self.precision != 'fp16' "
             "|| (has(self.executionProvider) && self.executionProvider == 'cuda')",
-            "onnx precision fp16 needs executionProvider cuda (no fp16 CPU kernels); use fp32, int8 or int4",
-            lambda o: o.precision != "fp16" or o.execution_provider == "cuda",
+            "export target fp16 needs executionProvider cuda (there are no fp16 CPU kernels); "
+            "for cpu use fp32, int8 or int4",
+            lambda t: t.precision != "fp16" or t.execution_provider == "cuda",
             field_path=".precision",
         ),
     )
 
-    enabled: bool = Field(default=True, description="Build the ONNX model.")
-    precision: Literal["int4", "int8", "fp16", "fp32"] = Field(
-        default="int4", description="Weight precision."
-    )
-    execution_provider: Literal["cpu", "cuda"] = Field(
-        default="cpu", description="onnxruntime execution provider the model is built for."
+    precision: Precision = Field(default="int4", description="Weight precision: int4, int8, fp16 or fp32.")
+    execution_provider: ExecutionProvider = Field(
+        default="cpu", description="onnxruntime execution provider the model is built for: cpu or cuda."
     )
     int4: Int4Spec = nested_default(Int4Spec, "int4 quantization settings (precision int4 only).")
-    adapter: bool = Field(
-        default=False,
-        description="Also write the LoRA weights as a swappable .onnx_adapter for a base model that takes "
-        "them as inputs (multi-LoRA serving). lora and qlora only.",
+
+    @property
+    def name(self) -> str:
+        """The target's folder name and its name in status and manifest, e.g. int4-cpu."""
+        return f"{self.precision}-{self.execution_provider}"
+
+
+# What a gate can hold a target to. All of them improve upwards, so a gate is a minimum.
+GateMetric = Literal["exactMatch", "f1", "rougeL", "parity", "parityTokenAgreement", "tokenizerAgreement"]
+# Scored on the answers, so computed only with held-out rows; f1 and rougeL also need to be asked for.
+GATE_TASK_METRICS: tuple[GateMetric, ...] = ("exactMatch", "f1", "rougeL")
+
+
+class GateRule(ApiModel):
+    """A minimum an exported target must reach on the held-out rows before it is promoted."""
+
+    metric: GateMetric = Field(
+        description="exactMatch, f1, rougeL: task metrics of the ONNX model's greedy answers; parity: share "
+        "of prompts whose first parityTokens tokens equal PyTorch's; parityTokenAgreement: share of "
+        "those tokens that are equal; tokenizerAgreement: share of prompts onnxruntime-genai's tokenizer "
+        "encodes like transformers. With export.adapter the base+adapter pair is held to it too."
     )
+    min: float = Field(ge=0, le=1, description="The least value that passes, e.g. 0.9.")
+
+
+SharedBaseUri = Annotated[
+    str,
+    Field(min_length=8, max_length=1024),
+    Cel.regex(S3_PREFIX_PATTERN, "export.sharedBaseUri must be an S3 URI: s3://bucket/prefix"),
+]
+
+
+def _unique_targets(targets: list[ExportTarget]) -> bool:
+    names = [t.name for t in targets]
+    return len(names) == len(set(names))
 
 
 class ExportSpec(ApiModel):
     """What to build from the trained weights, after training, in a separate export Job."""
 
+    cel_rules = (
+        Cel(
+            "!has(self.targets) || self.targets.all(t, self.targets.exists_one(u, "
+            "(has(u.precision) ? u.precision : 'int4') == (has(t.precision) ? t.precision : 'int4') && "
+            "(has(u.executionProvider) ? u.executionProvider : 'cpu') == "
+            "(has(t.executionProvider) ? t.executionProvider : 'cpu')))",
+            "export.targets must not list a precision and executionProvider pair twice",
+            lambda e: _unique_targets(e.targets),
+            reason="FieldValueDuplicate",
+            field_path=".targets",
+        ),
+        Cel(
+            "!has(self.gate) || size(self.gate) == 0 || "
+            "(has(self.targets) && size(self.targets) > 0 && has(self.evalSamples) && self.evalSamples > 0)",
+            "export.gate needs something to measure: at least one export target and evalSamples > 0",
+            lambda e: not e.gate or (bool(e.targets) and e.eval_samples > 0),
+            reason="FieldValueInvalid",
+            field_path=".gate",
+        ),
+    )
+
     enabled: bool = Field(
         default=True, description="Run the export step; false uploads only the adapter/weights."
     )
-    onnx: OnnxExportSpec = nested_default(OnnxExportSpec, "ONNX export for onnxruntime-genai.")
+    targets: list[ExportTarget] = Field(
+        default_factory=lambda: [ExportTarget()],
+        max_length=8,
+        description="ONNX models to build, one per precision and execution provider; each gets its own "
+        "files, figures and status.exportTargets entry. Empty: no ONNX. Unset: one int4 cpu model.",
+        json_schema_extra={"default": [{}]},
+    )
+    adapter: bool = Field(
+        default=False,
+        description="Also write the LoRA weights as a swappable .onnx_adapter per target, for a shared base "
+        "ONNX model that takes them as inputs (multi-LoRA serving). The base is content-addressed and "
+        "written once under sharedBaseUri; jobs on the same base reuse it. lora and qlora only.",
+    )
+    shared_base_uri: SharedBaseUri | None = Field(
+        default=None,
+        description="S3 prefix of the shared base ONNX models (export.adapter); unset: "
+        "<output.uri>/onnx-bases. Jobs that should share a base must use the same prefix.",
+    )
     merged_model: bool = Field(
         default=True,
         description="Also upload the merged model as safetensors (adapter folded into the base).",
     )
-    parity_prompts: int = Field(
-        default=8,
+    eval_samples: int = Field(
+        default=64,
         ge=0,
-        le=64,
-        description="Held-out prompts (training rows without eval data) generated by both PyTorch and "
-        "the ONNX model to measure their agreement; 0 skips the check.",
+        le=1024,
+        description="Held-out rows (training rows without eval data) answered greedily by PyTorch and by "
+        "every target, sampled with dataset.seed: the targets' task metrics and their agreement with "
+        "PyTorch are computed on them. 0 skips the check.",
     )
     parity_tokens: int = Field(
         default=8, ge=1, le=256, description="Two generations agree when their first this many tokens match."
     )
     max_new_tokens: int = Field(
-        default=16, ge=1, le=1024, description="Longest generation of the parity check."
+        default=16, ge=1, le=1024, description="Longest generated answer of the check."
     )
-    min_parity: float | None = Field(
-        default=None,
-        ge=0,
-        le=1,
-        description="Fail the export when the share of agreeing prompts is below this; "
-        "unset: only report it.",
+    gate: list[GateRule] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Minimums every target must reach before anything is promoted. A run that misses one "
+        "fails with QualityGateFailed and leaves its export under <run>/rejected/; empty: no gate.",
     )
 
 

@@ -58,6 +58,8 @@ class ArtifactKind(StrEnum):
     MERGED = "merged"
     ONNX = "onnx"
     ONNX_ADAPTER = "onnxAdapter"
+    # The shared, content-addressed base ONNX model a swappable adapter plugs into.
+    ONNX_BASE = "onnxBase"
     MANIFEST = "manifest"
     METRICS = "metrics"
 
@@ -122,13 +124,39 @@ class Checkpoint(LenientModel):
 class Artifact(LenientModel):
     """A file or folder the job produced."""
 
-    kind: ArtifactKind = Field(description="adapter, merged, onnx, onnxAdapter, manifest or metrics.")
+    kind: ArtifactKind = Field(
+        description="adapter, merged, onnx, onnxAdapter, onnxBase, manifest or metrics."
+    )
     uri: str = Field(max_length=1024, description="S3 URI of the artifact.")
+    target: str | None = Field(
+        default=None,
+        max_length=32,
+        description="The export target it belongs to (onnx, onnxAdapter, onnxBase).",
+    )
     size_bytes: int | None = Field(default=None, ge=0, description="Size in bytes (all files of a folder).")
     sha256: str | None = Field(
         default=None,
         pattern="^[0-9a-f]{64}$",
         description="sha256 of the file (of the manifest for a folder).",
+    )
+
+
+class GateResult(StrEnum):
+    PASSED = "Passed"
+    FAILED = "Failed"
+    # No export.gate: the figures are reported, nothing is held to them.
+    NONE = "None"
+
+
+class ExportTargetStatus(LenientModel):
+    """One export target's figures on the held-out rows and its gate verdict."""
+
+    name: str = Field(max_length=32, description="The target, <precision>-<executionProvider>.")
+    gate: GateResult = Field(description="Passed, Failed, or None without export.gate.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="exactMatch (f1, rougeL when asked for), parity, parityTokenAgreement, "
+        "tokenizerAgreement; adapter-prefixed ones for the base+adapter pair; decodeTokensPerSecond.",
     )
 
 
@@ -195,6 +223,9 @@ class FineTuneJobStatus(TrainerReport):
     export_job_name: str | None = Field(default=None, max_length=63, description="Name of the export Job.")
     artifacts: list[Artifact] = Field(
         default_factory=list, max_length=64, description="Artifacts of the current run."
+    )
+    export_targets: list[ExportTargetStatus] = Field(
+        default_factory=list, max_length=8, description="Each export target's figures and gate verdict."
     )
     metrics: dict[str, float] = Field(
         default_factory=dict,

@@ -41,8 +41,9 @@ from kubetune_api.cel import Cel
 from kubetune_api.spec import RUN_ID_LENGTH as RUN_ID_LENGTH
 from kubetune_api.spec import FineTuneJobSpec as FineTuneJobSpec
 from kubetune_api.spec_outputs import ExportSpec as ExportSpec
+from kubetune_api.spec_outputs import ExportTarget as ExportTarget
+from kubetune_api.spec_outputs import GateRule as GateRule
 from kubetune_api.spec_outputs import Int4Spec as Int4Spec
-from kubetune_api.spec_outputs import OnnxExportSpec as OnnxExportSpec
 from kubetune_api.spec_outputs import OutputSpec as OutputSpec
 from kubetune_api.spec_outputs import ResourcesSpec as ResourcesSpec
 from kubetune_api.spec_outputs import Toleration as Toleration
@@ -68,7 +69,9 @@ from kubetune_api.status import Checkpoint as Checkpoint
 from kubetune_api.status import Condition as Condition
 from kubetune_api.status import ConditionStatus as ConditionStatus
 from kubetune_api.status import ConditionType as ConditionType
+from kubetune_api.status import ExportTargetStatus as ExportTargetStatus
 from kubetune_api.status import FineTuneJobStatus as FineTuneJobStatus
+from kubetune_api.status import GateResult as GateResult
 from kubetune_api.status import Phase as Phase
 from kubetune_api.status import Progress as Progress
 from kubetune_api.status import TrainerReport as TrainerReport

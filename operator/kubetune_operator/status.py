@@ -70,6 +70,7 @@ def new_status(ftj: FineTuneJob, decision: Decision, now: datetime) -> FineTuneJ
         # Results of an earlier spec revision never show under the new run id; those of this run stay
         # when its pods are garbage-collected.
         artifacts=decision.artifacts or (old.artifacts if same_run else []),
+        export_targets=decision.export_targets or (old.export_targets if same_run else []),
         metrics={**(old.metrics if same_run else {}), **decision.metrics},
         message=decision.message,
         progress=old.progress if keep_trainer_fields else None,

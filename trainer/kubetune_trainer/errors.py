@@ -36,3 +36,7 @@ def model_error(message: str) -> TrainerError:
 
 def export_error(message: str) -> TrainerError:
     return TrainerError(ExitCode.EXPORT, message)
+
+
+def quality_gate_error(message: str) -> TrainerError:
+    return TrainerError(ExitCode.QUALITY_GATE, message)

@@ -1,19 +1,50 @@
-"""The export's manifest (every file with its sha256 and size, the settings, metrics and parity) and
-the result document the operator copies into the status."""
+"""The export's manifest (kubetune_api.manifest.Manifest: every file with its sha256 and size, how it was
+made, the figures and the gate's verdict) and the result document the operator copies into the status."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from kubetune_api import TrainerInput
-from kubetune_api.layout import ARTIFACT_KINDS, MANIFEST_FILE, METRICS_FILE
-from kubetune_api.v1alpha1 import QuantizationSpec
+from kubetune_api.layout import METRICS_FILE
+from kubetune_api.manifest import (
+    ArtifactRecord,
+    BaseModelRecord,
+    FileRecord,
+    GateRecord,
+    Manifest,
+    TargetRecord,
+)
+from kubetune_api.v1alpha1 import ArtifactKind, QuantizationSpec
 from kubetune_trainer import result as run_result
-from kubetune_trainer.parity import ParityReport
 from kubetune_trainer.storage import FileEntry
+
+# Whose versions decide what the bundle is and how it was measured.
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "peft",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-genai",
+    "bitsandbytes",
+    "safetensors",
+    "kubetune",
+)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
 
 
 def lora_manifest(trained_dir: Path) -> dict[str, Any] | None:
@@ -32,36 +63,6 @@ def lora_manifest(trained_dir: Path) -> dict[str, Any] | None:
     }
 
 
-def build_manifest(
-    job: TrainerInput,
-    files: dict[str, list[FileEntry]],
-    trained_dir: Path,
-    dataset_sha256: dict[str, str],
-    report: ParityReport | None,
-    timings: dict[str, float],
-) -> dict[str, Any]:
-    metrics_file = trained_dir / METRICS_FILE
-    spec, run = job.spec, job.run
-    quantization = spec.effective_quantization
-    return {
-        "name": run.name,
-        "namespace": run.namespace,
-        "runId": run.run_id,
-        "specHash": spec.spec_digest(),
-        "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "baseModel": spec.base_model.to_k8s(),
-        "method": spec.method.value,
-        "lora": lora_manifest(trained_dir),
-        # qlora: the base-weight quantization training ran on (the export merges into fp32).
-        "quantization": quantization_manifest(quantization) if quantization is not None else None,
-        "dataset": {**spec.dataset.to_k8s(), "sha256": dataset_sha256},
-        "export": {**spec.export.to_k8s(), "timings": timings},
-        "metrics": json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
-        "parity": report.to_json() if report is not None else None,
-        "files": {group: [e.to_json() for e in entries] for group, entries in files.items()},
-    }
-
-
 def quantization_manifest(spec: QuantizationSpec) -> dict[str, Any]:
     if spec.bits == 8:
         return {"bits": 8}
@@ -73,18 +74,79 @@ def quantization_manifest(spec: QuantizationSpec) -> dict[str, Any]:
     }
 
 
-def result_document(job: TrainerInput, manifest: dict[str, Any], manifest_file: Path) -> str:
-    """What the operator puts in status: one artifact per folder plus the manifest, and parity."""
-    layout = job.run.layout
+def artifact_record(
+    kind: ArtifactKind, uri: str, entries: list[FileEntry], target: str | None = None
+) -> ArtifactRecord:
+    files = [FileRecord(path=e.path, uri=e.uri, size=e.size, sha256=e.sha256) for e in entries]
+    return ArtifactRecord(kind=kind, uri=uri, target=target, files=files)
+
+
+def build_manifest(
+    job: TrainerInput,
+    *,
+    promoted: bool,
+    base_sha256: str | None,
+    trained_dir: Path,
+    dataset_sha256: dict[str, str],
+    export_figures: dict[str, Any],
+    gate: GateRecord,
+    targets: list[TargetRecord],
+    artifacts: list[ArtifactRecord],
+) -> Manifest:
+    metrics_file = trained_dir / METRICS_FILE
+    spec, run = job.spec, job.run
+    quantization = spec.effective_quantization
+    return Manifest(
+        name=run.name,
+        namespace=run.namespace,
+        run_id=run.run_id,
+        spec_hash=spec.spec_digest(),
+        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        promoted=promoted,
+        base_model=BaseModelRecord(
+            uri=spec.base_model.uri, revision=spec.base_model.revision, sha256=base_sha256
+        ),
+        method=spec.method.value,
+        lora=lora_manifest(trained_dir),
+        # qlora: the base-weight quantization training ran on (the export merges into fp32).
+        quantization=quantization_manifest(quantization) if quantization is not None else None,
+        dataset={**spec.dataset.to_k8s(), "sha256": dataset_sha256},
+        export={**spec.export.to_k8s(), **export_figures},
+        libraries=library_versions(),
+        metrics=json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
+        gate=gate,
+        targets=targets,
+        artifacts=artifacts,
+    )
+
+
+def manifest_json(manifest: Manifest) -> str:
+    return json.dumps(manifest.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True)
+
+
+def result_document(
+    job: TrainerInput, manifest: Manifest, manifest_file: Path, manifest_uri: str, metrics: dict[str, Any]
+) -> str:
+    """What the operator puts in status: one artifact per folder plus the manifest, the run-level
+    figures in `metrics`, and each target's figures and verdict in `targets`."""
     artifacts = [
-        run_result.folder_artifact(ARTIFACT_KINDS[group], layout.folder(group), entries_of(entries))
-        for group, entries in manifest["files"].items()
+        {
+            **run_result.folder_artifact(record.kind.value, record.uri, entries_of(record)),
+            **({"target": record.target} if record.target else {}),
+        }
+        for record in manifest.artifacts
     ]
-    artifacts.append(run_result.file_artifact("manifest", layout.folder(MANIFEST_FILE), manifest_file))
-    renamed = {"prompts": "parityPrompts", "firstNTokens": "parityFirstNTokens"}
-    parity = {renamed.get(k, k): v for k, v in (manifest["parity"] or {}).items()}
-    return run_result.render(parity, artifacts, layout.manifest)
+    artifacts.append(run_result.file_artifact("manifest", manifest_uri, manifest_file))
+    targets = [
+        {
+            "name": t.name,
+            "gate": t.gate.result.value,
+            "metrics": {k: round(v, 4) for k, v in t.metrics.items()},
+        }
+        for t in manifest.targets
+    ]
+    return run_result.render(metrics, artifacts, manifest_uri, targets)
 
 
-def entries_of(entries: list[dict[str, Any]]) -> list[FileEntry]:
-    return [FileEntry(**e) for e in entries]
+def entries_of(record: ArtifactRecord) -> list[FileEntry]:
+    return [FileEntry(path=f.path, size=f.size, sha256=f.sha256, uri=f.uri) for f in record.files]

@@ -9,11 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubetune_api.v1alpha1 import Int4Spec, OnnxExportSpec
+from kubetune_api.v1alpha1 import ExportTarget, Int4Spec
 from kubetune_trainer.errors import export_error, model_error
 
 log = logging.getLogger("kubetune_trainer.export")
@@ -61,7 +60,7 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path) -> tuple[Any
 
 
 def builder_arguments(
-    spec: OnnxExportSpec,
+    spec: ExportTarget,
     input_dir: Path,
     onnx_dir: Path,
     cache_dir: Path,
@@ -86,7 +85,7 @@ def builder_arguments(
 
 
 def build_onnx(
-    spec: OnnxExportSpec,
+    spec: ExportTarget,
     input_dir: Path,
     onnx_dir: Path,
     cache_dir: Path,
@@ -106,30 +105,26 @@ def build_onnx(
     return onnx_dir
 
 
-@dataclass(frozen=True)
-class SwappableAdapter:
-    """A base ONNX model whose LoRA weights are inputs, and the adapter file that fills them."""
-
-    model_dir: Path
-    adapter_file: Path
-
-
-def build_swappable_adapter(
-    spec: OnnxExportSpec, base_dir: Path, adapter_dir: Path, out_dir: Path, cache_dir: Path
-) -> SwappableAdapter:
-    from kubetune_trainer.onnx_adapter import (
-        lora_nodes_to_exclude,
-        make_lora_inputs,
-        peft_to_onnx_params,
-        write_onnx_adapter,
-    )
+def build_lora_base(
+    target: ExportTarget, base_dir: Path, adapter_dir: Path, out_dir: Path, cache_dir: Path
+) -> Path:
+    """The base ONNX model with the adapter's LoRA weights as graph inputs (zero when none is active)."""
+    from kubetune_trainer.onnx_adapter import lora_nodes_to_exclude, make_lora_inputs, peft_to_onnx_params
 
     options = [f"adapter_path={adapter_dir}"]
-    if spec.precision in ("int4", "int8"):
+    if target.precision in ("int4", "int8"):
         # Quantizing the small LoRA matrices costs accuracy and saves nothing.
         options.append(f"nodes_to_exclude={','.join(lora_nodes_to_exclude(adapter_dir))}")
-    model_dir = build_onnx(spec, base_dir, out_dir / "model", cache_dir, tuple(options))
-    params = peft_to_onnx_params(adapter_dir)
+    model_dir = build_onnx(target, base_dir, out_dir, cache_dir, tuple(options))
     genai = json.loads((model_dir / "genai_config.json").read_text())
-    make_lora_inputs(model_dir / genai["model"]["decoder"]["filename"], sorted(params))
-    return SwappableAdapter(model_dir, write_onnx_adapter(params, out_dir / "adapter.onnx_adapter"))
+    make_lora_inputs(
+        model_dir / genai["model"]["decoder"]["filename"], sorted(peft_to_onnx_params(adapter_dir))
+    )
+    return model_dir
+
+
+def write_adapter_file(adapter_dir: Path, path: Path) -> Path:
+    """The PEFT adapter as an .onnx_adapter for a base from build_lora_base (any with the same inputs)."""
+    from kubetune_trainer.onnx_adapter import peft_to_onnx_params, write_onnx_adapter
+
+    return write_onnx_adapter(peft_to_onnx_params(adapter_dir), path)

@@ -58,10 +58,10 @@ KEY_METRICS = (
     "evalRougeL",
     "bestStep",
     "bestMetric",
-    "parity",
+    "evalTorchExactMatch",
     "resumedFromStep",
 )
-# What summarised artifacts lose, in this order, when even they do not fit.
+# What summarised artifacts lose, in this order, when even they do not fit (after targets.metrics).
 _ARTIFACT_DETAILS = ("sizeBytes", "sha256")
 
 
@@ -74,14 +74,24 @@ def _by_importance(metrics: dict[str, float]) -> list[str]:
     return sorted(metrics, key=lambda k: (rank.get(k, len(rank)), k))
 
 
-def render(metrics: dict[str, Any], artifacts: list[dict[str, Any]], result_uri: str) -> str:
+def render(
+    metrics: dict[str, Any],
+    artifacts: list[dict[str, Any]],
+    result_uri: str,
+    targets: list[dict[str, Any]] | None = None,
+) -> str:
     """Compact JSON of at most RESULT_LIMIT bytes. If the whole does not fit, metrics are dropped one
     by one (least important first), then the artifacts' details; `truncated` lists what was dropped
     (each metric by name, or `metrics.*` with a count when even the names would not fit) and
     `resultUri` points at the full record. Raises if even the artifacts' kinds and URIs do not fit,
-    which takes output URIs of several hundred characters: a loud failure, never a silent loss."""
+    which takes output URIs of several hundred characters: a loud failure, never a silent loss. The
+    export targets' figures go before the artifact details (`targets.metrics`); their names and
+    verdicts stay."""
     numbers = numeric(metrics)
     document: dict[str, Any] = {"metrics": numbers, "artifacts": artifacts}
+    if targets:
+        # The export's targets: name, gate verdict and figures (status.exportTargets).
+        document["targets"] = targets
     if "weightsSha256" in metrics:
         # Every rank of a distributed run reports it: equal digests show they trained one model.
         document["weightsSha256"] = metrics["weightsSha256"]
@@ -107,7 +117,7 @@ def _fit(document: dict[str, Any], numbers: dict[str, float], named: bool) -> tu
     def size() -> int:
         summary = [f"metrics.* ({len(dropped)} of {len(numbers)})"] if dropped else []
         document["truncated"] = [f"metrics.{n}" for n in dropped] if named else summary
-        document["truncated"] += [f"artifacts.{d}" for d in _ARTIFACT_DETAILS if d in details_dropped]
+        document["truncated"] += [d if "." in d else f"artifacts.{d}" for d in details_dropped]
         return len(_dump(document).encode())
 
     details_dropped: list[str] = []
@@ -115,6 +125,9 @@ def _fit(document: dict[str, Any], numbers: dict[str, float], named: bool) -> tu
         name = order.pop()
         del kept[name]
         dropped.append(name)
+    if size() > RESULT_LIMIT and document.get("targets"):
+        document["targets"] = [{k: v for k, v in t.items() if k != "metrics"} for t in document["targets"]]
+        details_dropped.append("targets.metrics")
     for detail in _ARTIFACT_DETAILS:
         if size() <= RESULT_LIMIT:
             break

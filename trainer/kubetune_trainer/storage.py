@@ -189,6 +189,21 @@ class Storage:
             return target
         return self._download_prefix(location, dest)
 
+    def fetch_file(self, uri: str, target: Path) -> bool:
+        """Copy one file (an S3 object or a local file) to `target`; False when there is no such file.
+        As in _object_exists, only a 404 means missing: anything else raises a storage error."""
+        location = parse_uri(uri)
+        if isinstance(location, Path):
+            if not location.is_file():
+                return False
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(location, target)
+            return True
+        if not self._object_exists(location):
+            return False
+        self._download_object(location, target)
+        return True
+
     def _object_exists(self, location: S3Location) -> bool:
         """Whether the object exists. Only a 404 means missing: a denied read raises, so that a lack
         of rights is never taken for an absent file (a run "not trained yet", a prefix to list)."""

@@ -102,7 +102,7 @@ def export_job(
 ) -> client.V1Job:
     """`active_deadline_seconds`: what is left of the run's deadline (policies/deadline.py)."""
     # A CPU export needs no GPU: keep the GPUs free for training unless told otherwise.
-    on_gpu = ftj.spec.export.onnx.execution_provider == "cuda" or (
+    on_gpu = any(t.execution_provider == "cuda" for t in ftj.spec.export.targets) or (
         settings.export_on_gpu and ftj.spec.resources.gpus_per_node > 0
     )
     return _job(

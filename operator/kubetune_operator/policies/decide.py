@@ -53,6 +53,7 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
         message="; ".join([decision.message, *notes]),
         metrics=metrics,
         artifacts=artifacts,
+        export_targets=results.export_targets(exporter),
         start_time=parse_time(trainer.start_time),
         backoff_limit_applied=live_edits.backoff_limit_condition(ftj, observed),
     )
@@ -186,10 +187,11 @@ def _export(ftj: FineTuneJob, trainer: ChildJob, exporter: ChildJob | None) -> D
         )
     if exporter.failed_reason:
         message = failure.failure_message("export", exporter)
-        failed = StageCondition(ConditionStatus.FALSE, "ExportFailed", message)
+        reason = failure.QUALITY_GATE_FAILED if failure.missed_quality_gate(exporter) else "ExportFailed"
+        failed = StageCondition(ConditionStatus.FALSE, reason, message)
         return Decision(
             Phase.FAILED,
-            "ExportFailed",
+            reason,
             message,
             trained=trained,
             exported=failed,

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from kubetune_api import Artifact, ConditionStatus, Phase
+from kubetune_api.v1alpha1 import ExportTargetStatus
 
 
 class Action(StrEnum):
@@ -54,6 +55,7 @@ class Decision:
     backoff_limit_applied: StageCondition | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
+    export_targets: list[ExportTargetStatus] = field(default_factory=list)
     # The trainer Job's startTime; the status keeps the first one of a run.
     start_time: datetime | None = None
     # Checkpointed stops of this run so far (policies/preemption.py).

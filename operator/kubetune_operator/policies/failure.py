@@ -11,6 +11,8 @@ from kubetune_operator.observation import ChildJob, ContainerOutcome
 
 OOM_KILLED = "OOMKilled"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
+# The export's reason when it missed export.gate (exit code QUALITY_GATE).
+QUALITY_GATE_FAILED = "QualityGateFailed"
 
 
 class FailureKind(StrEnum):
@@ -89,3 +91,9 @@ def retry_note(stage: str, job: ChildJob) -> str | None:
         return None
     note = f"retrying the {stage} after {job.failed} failed attempt(s)"
     return f"{note}; last: {describe(last)}" if last is not None else note
+
+
+def missed_quality_gate(job: ChildJob) -> bool:
+    """The export's last pod stopped on export.gate (its files are under rejected/)."""
+    last = max((o for o in job.outcomes if o.exit_code != 0), key=lambda o: o.finished_at, default=None)
+    return last is not None and last.exit_code == ExitCode.QUALITY_GATE

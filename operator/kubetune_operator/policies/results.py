@@ -13,7 +13,22 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune_api import Artifact, ArtifactKind
+from kubetune_api.v1alpha1 import ExportTargetStatus
 from kubetune_operator.observation import ChildJob
+
+
+def export_targets(exporter: ChildJob | None) -> list[ExportTargetStatus]:
+    """Each export target's figures and gate verdict, from the succeeded export Job's document."""
+    if exporter is None or not exporter.done or exporter.failed_reason:
+        return []
+    items = _document(exporter).get("targets")
+    out = []
+    for item in items if isinstance(items, list) else []:
+        try:
+            out.append(ExportTargetStatus.model_validate(item))
+        except ValueError:
+            continue  # a target we cannot describe is still in the manifest in S3
+    return out
 
 
 def collect(*jobs: ChildJob | None) -> tuple[dict[str, float], list[Artifact]]:

@@ -12,6 +12,7 @@ from kubetune_operator.observation import Observed
 from kubetune_operator.policies import deadline, live_edits, new_run, queue, suspend, ttl
 from kubetune_operator.policies.decide import decide
 from kubetune_operator.policies.decision import Action, Decision
+from kubetune_operator.policies.failure import QUALITY_GATE_FAILED
 from kubetune_operator.services.children import Children
 from kubetune_operator.services.metrics_recorder import MetricsRecorder, instrumented
 from kubetune_operator.services.status_writer import StatusWriter
@@ -127,6 +128,10 @@ def _condition_events(ftj: FineTuneJob, decision: Decision) -> list[Event]:
         previous = ftj.status.condition(type_.value)
         if previous is None or (previous.status, previous.reason, previous.message) != tuple(state):
             events.append(Event("Warning", state.reason, state.message))
+    exported, before = decision.exported, ftj.status.condition(ConditionType.EXPORTED.value)
+    if exported.reason == QUALITY_GATE_FAILED and (before is None or before.reason != QUALITY_GATE_FAILED):
+        # Its own Event: what the gate refused, and where the rejected files are.
+        events.append(Event("Warning", QUALITY_GATE_FAILED, exported.message))
     admitted, previous = decision.admitted, ftj.status.condition(ConditionType.ADMITTED.value)
     if (
         admitted is not None

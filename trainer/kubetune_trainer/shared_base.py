@@ -1,0 +1,141 @@
+"""Shared base ONNX models for swappable adapters: built once per content address, reused by every job.
+
+A swappable .onnx_adapter plugs into a base ONNX model whose LoRA weights are graph inputs. That base
+depends only on:
+- the base weights (their digest, not their URI: two copies of one model share a base);
+- the target (precision, execution provider, int4 settings);
+- the builder's version;
+- the LoRA input names (the layers and modules the adapter trains; its rank is a symbolic dimension).
+The key is a digest of those, and the base lives at `<shared bases>/<key>/` with `base.json` written
+last: the record of its inputs and of every file's sha256. A folder without base.json is incomplete
+and is rebuilt; one with it is never written again, only read (and verified file by file).
+
+The adapter file records the key of the base it was exported against (`adapter.json`), so a runtime
+can refuse an adapter from another base (`check_adapter`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubetune_api.layout import ADAPTER_RECORD_FILE, BASE_RECORD_FILE, join_uri
+from kubetune_api.v1alpha1 import ExportTarget
+from kubetune_trainer import integrity
+from kubetune_trainer.errors import export_error
+from kubetune_trainer.storage import FileEntry, Storage, sha256_file
+
+KEY_LENGTH = 24
+
+
+def weights_digest(folder: Path) -> str:
+    """sha256 over the sorted (relative path, sha256) of every file of a model folder."""
+    listing = [
+        (p.relative_to(folder).as_posix(), sha256_file(p)) for p in sorted(folder.rglob("*")) if p.is_file()
+    ]
+    return hashlib.sha256(json.dumps(listing, separators=(",", ":")).encode()).hexdigest()
+
+
+def builder_version() -> str:
+    import onnxruntime_genai
+
+    return str(onnxruntime_genai.__version__)
+
+
+def key_inputs(weights_sha256: str, target: ExportTarget, lora_inputs: list[str]) -> dict[str, Any]:
+    settings = target.to_k8s()
+    if target.precision != "int4":
+        settings.pop("int4", None)  # ignored by the builder for other precisions
+    return {
+        "baseWeightsSha256": weights_sha256,
+        "target": settings,
+        "builderVersion": builder_version(),
+        "loraInputs": sorted(lora_inputs),
+    }
+
+
+def base_key(inputs: dict[str, Any]) -> str:
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:KEY_LENGTH]
+
+
+@dataclass(frozen=True)
+class SharedBase:
+    key: str
+    uri: str
+    local_dir: Path  # the base model folder (genai_config.json, model.onnx, ...)
+    inputs: dict[str, Any]
+    reused: bool  # found complete in storage; else built here and not yet stored
+
+
+def find_stored(storage: Storage, uri: str, key: str, workdir: Path) -> SharedBase | None:
+    """The stored base at `uri`, downloaded and verified against its base.json; None if incomplete."""
+    text = storage.read_if_exists(join_uri(uri, BASE_RECORD_FILE), workdir / f"base-{key}-record")
+    if text is None:
+        return None
+    record_uri = join_uri(uri, BASE_RECORD_FILE)
+    expected = integrity.parse_record(text, record_uri)
+    local = workdir / f"base-{key}"
+    storage.download(uri, local)
+    integrity.verify_folder(local, expected, uri, ignore=(BASE_RECORD_FILE,))
+    return SharedBase(key, uri, local, json.loads(text).get("inputs", {}), reused=True)
+
+
+def store(storage: Storage, base: SharedBase, workdir: Path) -> list[FileEntry]:
+    """Upload a base built here, base.json last. If another job completed the same key meanwhile, its
+    copy stays (it is never overwritten) and that copy's files are returned."""
+    record_uri = join_uri(base.uri, BASE_RECORD_FILE)
+    if storage.read_if_exists(record_uri, workdir / "base-race") is not None:
+        return listed(storage, base.uri, workdir / "base-race")
+    entries = storage.upload_dir(base.local_dir, base.uri)
+    record = {**integrity.record(entries), "key": base.key, "inputs": base.inputs}
+    record_file = workdir / f"base-{base.key}.json"
+    record_file.write_text(json.dumps(record, indent=2, sort_keys=True))
+    return [*entries, storage.upload_file(record_file, record_uri, BASE_RECORD_FILE)]
+
+
+def listed(storage: Storage, uri: str, scratch: Path) -> list[FileEntry]:
+    """A stored base's files as its base.json records them (and base.json itself)."""
+    text = storage.read_if_exists(join_uri(uri, BASE_RECORD_FILE), scratch) or ""
+    record = json.loads(text)
+    entries = [
+        FileEntry(path, int(info["size"]), str(info["sha256"]), join_uri(uri, path))
+        for path, info in sorted(record["files"].items())
+    ]
+    record_path = scratch / BASE_RECORD_FILE
+    record_path.write_text(text)
+    record_uri = join_uri(uri, BASE_RECORD_FILE)
+    entries.append(
+        FileEntry(BASE_RECORD_FILE, record_path.stat().st_size, sha256_file(record_path), record_uri)
+    )
+    return entries
+
+
+def adapter_record(base: SharedBase, base_revision: str | None, target: str) -> dict[str, Any]:
+    """adapter.json: which base the .onnx_adapter beside it was exported against."""
+    return {
+        "target": target,
+        "base": {
+            "key": base.key,
+            "uri": base.uri,
+            "revision": base_revision,
+            "baseWeightsSha256": base.inputs.get("baseWeightsSha256"),
+        },
+    }
+
+
+def check_adapter(base_dir: Path, adapter_dir: Path) -> None:
+    """Refuse an adapter exported against another base: its adapter.json must name the key of the
+    base.json in (or recorded for) `base_dir`."""
+    base_record = json.loads((base_dir / BASE_RECORD_FILE).read_text())
+    adapter = json.loads((adapter_dir / ADAPTER_RECORD_FILE).read_text())["base"]
+    if adapter["key"] != base_record["key"]:
+        theirs = base_record.get("inputs", {}).get("baseWeightsSha256", "?")
+        raise export_error(
+            f"adapter {adapter_dir} was exported against base {adapter['key']} (model revision "
+            f"{adapter.get('revision')}, weights sha256 {str(adapter.get('baseWeightsSha256'))[:12]}), not "
+            f"this base {base_record['key']} (weights sha256 {str(theirs)[:12]}): load it with its own base"
+        )
