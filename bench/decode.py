@@ -187,7 +187,12 @@ def training_config(base_dir: Path, run_dir: Path, smoke: bool) -> dict[str, Any
                 "seed": 42,
             },
             "method": "lora",
-            "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+            "lora": {
+                "r": 16,
+                "alpha": 32,
+                "dropout": 0.05,
+                "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+            },
             "training": {
                 "maxSteps": 2 if smoke else 60,
                 "learningRate": 1e-3,
@@ -288,7 +293,9 @@ class OnDevice:
 
     def generate(self, input_ids: Any, attention_mask: Any, **kwargs: Any) -> Any:
         device = self.model.device
-        out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs)
+        out = self.model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs
+        )
         return out.cpu()
 
 
@@ -297,10 +304,13 @@ def load_transformers(merged_dir: Path, device: str) -> Any:
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    return AutoModelForCausalLM.from_pretrained(merged_dir, dtype=dtype).to(device).eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=dtype)
+    return model.to(device).eval()
 
 
-def transformers_timed(model: Any, tokenizer: Any, ids: list[int], new_tokens: int, speed: Speed | None) -> None:
+def transformers_timed(
+    model: Any, tokenizer: Any, ids: list[int], new_tokens: int, speed: Speed | None
+) -> None:
     """Generate exactly new_tokens tokens for one prompt (EOS suppressed), adding its speeds to `speed`."""
     import torch
 
@@ -329,7 +339,12 @@ def transformers_timed(model: Any, tokenizer: Any, ids: list[int], new_tokens: i
 
 
 def measure_transformers(
-    merged_dir: Path, device: str, tokenizer: Any, prompts: list[Prompt], rows: list[Prompt], settings: Settings
+    merged_dir: Path,
+    device: str,
+    tokenizer: Any,
+    prompts: list[Prompt],
+    rows: list[Prompt],
+    settings: Settings,
 ) -> Measured:
     from kubetune_trainer.generation import encode, torch_greedy
 
@@ -339,7 +354,9 @@ def measure_transformers(
     transformers_timed(model, tokenizer, timed[0], settings.new_tokens, None)  # warm-up
     for ids in timed:
         transformers_timed(model, tokenizer, ids, settings.new_tokens, speed)
-    answers = torch_greedy(OnDevice(model), tokenizer, [encode(tokenizer, p.text) for p in rows], ACCURACY_NEW_TOKENS)
+    answers = torch_greedy(
+        OnDevice(model), tokenizer, [encode(tokenizer, p.text) for p in rows], ACCURACY_NEW_TOKENS
+    )
     name = baseline_name(device)
     return Measured(name, "transformers", device, name, speed, first_word_accuracy(tokenizer, answers, rows))
 
@@ -566,24 +583,28 @@ def default_targets() -> tuple[str, ...]:
 
 def parse_settings(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--targets", help="comma-separated precision-provider names (default: int4-cpu,"
-                        "int8-cpu,fp32-cpu, and fp16-cuda with CUDA and onnxruntime-genai-cuda)")  # fmt: skip
-    parser.add_argument("--adapter", type=Path, help="a trained tone LoRA adapter folder; default: train one")
-    parser.add_argument("--workdir", type=Path, help="where models are trained and built (default: a temp dir)")
-    parser.add_argument("--prompts", type=int, help="timed held-out prompts (default 12; smoke 2)")
-    parser.add_argument("--new-tokens", type=int, help="new tokens per timed prompt (default 32; smoke 4)")
-    parser.add_argument("--accuracy-rows", type=int, help="held-out rows scored (default all; smoke 4)")
-    parser.add_argument("--int4", type=key_value, action="append", default=[], metavar="KEY=VALUE",
-                        help="an int4 setting of the API (e.g. blockSize=64), over its default")  # fmt: skip
-    parser.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime (default: torch's)")
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
-    parser.add_argument("--smoke", action="store_true", help="tiny random Llama, 2 prompts x 4 tokens, fp32-cpu")
+    add = parser.add_argument
+    add("--targets", help="comma-separated precision-provider names (default: int4-cpu,int8-cpu,fp32-cpu, "
+        "and fp16-cuda where CUDA and onnxruntime-genai-cuda are there)")  # fmt: skip
+    add("--adapter", type=Path, help="a trained tone LoRA adapter folder (default: train one)")
+    add("--workdir", type=Path, help="where models are trained and built (default: a temp dir)")
+    add("--prompts", type=int, help="timed held-out prompts (default 12; smoke 2)")
+    add("--new-tokens", type=int, help="new tokens per timed prompt (default 32; smoke 4)")
+    add("--accuracy-rows", type=int, help="held-out rows scored (default all; smoke 4)")
+    add("--int4", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+        help="an int4 setting by its API name (e.g. blockSize=64), over the API default")  # fmt: skip
+    add("--threads", type=int, help="CPU threads of torch and onnxruntime (default: torch's count)")
+    add("--json", type=Path, help="also write the results to this file")
+    add("--smoke", action="store_true", help="tiny random Llama, 2 prompts x 4 tokens, fp32-cpu only")
     args = parser.parse_args(argv)
 
     import torch
 
     smoke = args.smoke
-    targets = tuple(args.targets.split(",")) if args.targets else (("fp32-cpu",) if smoke else default_targets())
+    if args.targets:
+        targets = tuple(args.targets.split(","))
+    else:
+        targets = ("fp32-cpu",) if smoke else default_targets()
     settings = Settings(
         smoke=smoke,
         targets=targets,
@@ -593,6 +614,11 @@ def parse_settings(argv: list[str] | None) -> tuple[Settings, argparse.Namespace
         threads=args.threads or torch.get_num_threads(),
         int4_overrides=dict(args.int4),
     )
+    try:
+        for name in settings.targets:
+            export_target(name, settings.int4_overrides)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        parser.error(f"--targets/--int4: {exc}")
     if settings.new_tokens < 2:
         parser.error("--new-tokens must be at least 2 (decode speed is timed after the first new token)")
     return settings, args

@@ -43,6 +43,7 @@ def local_input(seed_value: int, out: Path) -> Any:
         namespace="local",
         run_id=ftj.spec_hash(),
         output_root=str(out / "run"),
+        shared_bases_root=str(out / "bases"),
     )
     return TrainerInput(spec=ftj.spec, run=run)
 
@@ -55,15 +56,14 @@ def one_seed(seed_value: int, work: Path) -> dict[str, Any]:
     job = local_input(seed_value, work)
     started = time.monotonic()
     trained = train(job, work / "train", LoggingSink(min_interval=60))
-    manifest = export(job, work / "export")
-    parity = manifest["parity"] or {}
+    target = export(job, work / "export").manifest.targets[0]
     return {
         "seed": seed_value,
         "bestStep": trained.get("bestStep"),
         "rows": trained.get("taskMetricRows"),
         "exactMatch": trained.get("evalExactMatch"),
-        "onnxRows": parity.get("prompts"),
-        "onnxExactMatch": parity.get("accuracyOnnx"),
+        "onnxTarget": target.name,
+        "onnxExactMatch": target.metrics.get("exactMatch"),
         "seconds": round(time.monotonic() - started),
     }
 

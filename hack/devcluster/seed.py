@@ -14,7 +14,10 @@ from kubernetes.client.exceptions import ApiException
 
 from . import addons, settings
 
-DATASET_DIR = settings.REPO_ROOT / "examples" / "data" / "tone"
+DATASETS_DIR = settings.REPO_ROOT / "examples" / "data"
+DATASET_DIR = DATASETS_DIR / "tone"
+# The examples' tasks: phrase -> tone (the main job) and request -> intent (a second adapter on one base).
+TASKS = ("tone", "intent")
 SECRET_NAME = "kubetune-s3"
 # Tenant namespaces enforce Pod Security "restricted", as a platform team's would: the apiserver's
 # built-in admission then refuses any pod of ours that does not meet it.
@@ -73,9 +76,10 @@ def upload_folder(s3: Any, folder: Path, bucket: str, prefix: str) -> int:
     return count
 
 
-def upload_dataset(s3: Any, bucket: str, prefix: str = "datasets/tone") -> None:
+def upload_dataset(s3: Any, bucket: str, task: str = "tone") -> None:
+    """examples/data/<task>/{train,eval}.jsonl to s3://<bucket>/datasets/<task>/."""
     for name in ("train.jsonl", "eval.jsonl"):
-        s3.upload_file(str(DATASET_DIR / name), bucket, f"{prefix}/{name}")
+        s3.upload_file(str(DATASETS_DIR / task / name), bucket, f"datasets/{task}/{name}")
 
 
 def main() -> int:
@@ -85,9 +89,11 @@ def main() -> int:
     bucket = env["KUBETUNE_S3_BUCKET"]
     model_dir, prefix = Path(sys.argv[1]), sys.argv[2]
     n = upload_folder(s3, model_dir, bucket, prefix)
-    upload_dataset(s3, bucket)
+    for task in TASKS:
+        upload_dataset(s3, bucket, task)
     print(
-        f"uploaded {n} model files to s3://{bucket}/{prefix} and the tone dataset to s3://{bucket}/datasets/tone/"
+        f"uploaded {n} model files to s3://{bucket}/{prefix} and the {' and '.join(TASKS)} datasets to "
+        f"s3://{bucket}/datasets/"
     )
     return 0
 

@@ -39,7 +39,9 @@ class FileRecord(ManifestModel):
 class ArtifactRecord(ManifestModel):
     """A folder of the bundle and every file in it."""
 
-    kind: ArtifactKind = Field(description="adapter, merged, onnx, onnxAdapter or onnxBase.")
+    kind: ArtifactKind = Field(
+        description="adapter, merged (or a full fine-tune's model), onnx, onnxAdapter or onnxBase."
+    )
     uri: str = Field(description="S3 URI of the folder.")
     target: str | None = Field(default=None, description="Export target (onnx, onnxAdapter, onnxBase).")
     files: list[FileRecord] = Field(description="Every file of the folder.")
@@ -88,9 +90,8 @@ class TargetRecord(ManifestModel):
 class Manifest(ManifestModel):
     """Everything an export produced, and the figures it was judged on."""
 
-    schema_version: SchemaVersion = Field(
-        default=SCHEMA_VERSION, description="The manifest layout; see the module docstring."
-    )
+    # Required: a document without it is not a manifest this reader can vouch for.
+    schema_version: SchemaVersion = Field(description="The manifest layout; see the module docstring.")
     name: str = Field(description="FineTuneJob name.")
     namespace: str = Field(description="FineTuneJob namespace.")
     run_id: str = Field(description="The run: a hash of the spec.")

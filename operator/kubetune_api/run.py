@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError
 
-from kubetune_api.layout import RunLayout
+from kubetune_api.layout import RunLayout, shared_bases_uri
 from kubetune_api.v1alpha1 import ApiModel, Checkpoint, FineTuneJobSpec, describe_errors
 
 
@@ -20,6 +20,11 @@ class RunContext(ApiModel):
     output_root: str = Field(
         min_length=1,
         description="Where this run's files go: <spec.output.uri>/<runId> (a local folder in local runs).",
+    )
+    shared_bases_root: str | None = Field(
+        default=None,
+        description="Where shared base ONNX models go: export.sharedBaseUri or <spec.output.uri>/onnx-bases "
+        "(a local folder in local runs); unset: derived from the spec.",
     )
     resume_from: Checkpoint | None = Field(
         default=None,
@@ -38,6 +43,12 @@ class TrainerInput(ApiModel):
 
     spec: FineTuneJobSpec
     run: RunContext
+
+    @property
+    def shared_bases_root(self) -> str:
+        """Where this run's shared base ONNX models are (layout.shared_bases_uri unless the run says)."""
+        export = self.spec.export
+        return self.run.shared_bases_root or shared_bases_uri(self.spec.output.uri, export.shared_base_uri)
 
 
 class InvalidTrainerInput(ValueError):

@@ -117,7 +117,11 @@ def test_crd_defaults_match_the_models() -> None:
     assert spec_schema["method"]["default"] == "lora"
     assert spec_schema["backoffLimit"]["default"] == 2
     assert spec_schema["export"]["default"] == {}
-    assert spec_schema["export"]["properties"]["onnx"]["properties"]["precision"]["default"] == "int4"
+    targets = spec_schema["export"]["properties"]["targets"]
+    # Unset: one target with the item defaults (int4 for cpu), filled in by the API server.
+    assert targets["default"] == [{}]
+    assert targets["items"]["properties"]["precision"]["default"] == "int4"
+    assert targets["items"]["properties"]["executionProvider"]["default"] == "cpu"
     assert "default" not in spec_schema["lora"], "lora must stay unset unless given (method rules)"
 
 

@@ -56,9 +56,8 @@ def test_minimal_spec_gets_the_defaults() -> None:
     assert spec.method is Method.LORA
     assert spec.lora is not None and (spec.lora.r, spec.lora.alpha, spec.lora.target_modules) == (16, 32, [])
     assert (spec.resources.gpus_per_node, spec.resources.nodes) == (1, 1)
-    assert spec.export.enabled and spec.export.onnx.precision == "int4"
-    assert spec.export.onnx.int4.algorithm == "k_quant"
-    assert (spec.export.onnx.int4.last_matmul, spec.export.onnx.int4.mixed_layers) == ("int8", "int8")
+    assert spec.export.enabled and [t.name for t in spec.export.targets] == ["int4-cpu"]
+    assert spec.export.gate == [] and not spec.export.adapter and spec.export.eval_samples == 64
     assert spec.backoff_limit == 2 and spec.suspend is False
     assert spec.output.credentials_secret_ref is None
 
@@ -123,6 +122,7 @@ def test_status_round_trips_in_camel_case() -> None:
         "lastCheckpoint": {"step": 5, "uri": "s3://b/c"},
         "conditions": [],
         "artifacts": [],
+        "exportTargets": [],
         "metrics": {},
     }
     assert FineTuneJobStatus.model_validate(out) == status
@@ -159,7 +159,8 @@ def test_spec_hash_ignores_explicit_defaults_and_key_order() -> None:
         ("training.learningRate", 1e-3, False),
         ("lora.r", 4, False),
         ("dataset.trainUri", "s3://kubetune-dev/datasets/other.jsonl", False),
-        ("export.onnx.precision", "int8", False),
+        ("export.targets", [{"precision": "int8"}], False),
+        ("export.gate", [{"metric": "parity", "min": 0.5}], False),
     ],
 )
 def test_spec_hash_changes_only_with_what_shapes_the_result(path: str, value: Any, same_run: bool) -> None:

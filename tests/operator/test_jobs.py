@@ -33,7 +33,9 @@ class Placement:
 GPUS_2 = (set_("spec.resources.gpusPerNode", 2), set_("spec.resources.nodeSelector", NODE_SELECTOR))
 GPUS_0 = (set_("spec.resources.gpusPerNode", 0), set_("spec.resources.nodeSelector", NODE_SELECTOR))
 WITH_TOLERATION = set_("spec.resources.tolerations", [USER_TOLERATION])
-CUDA = set_("spec.export.onnx.executionProvider", "cuda")
+CUDA = set_(
+    "spec.export.targets", [{"precision": "int4"}, {"precision": "fp16", "executionProvider": "cuda"}]
+)
 EXPORT_ON_GPU = OperatorSettings(trainer_image=SETTINGS.trainer_image, export_on_gpu=True)
 
 TRAINER_PLACEMENT = [
@@ -154,7 +156,7 @@ def test_pod_failure_policy(kind: str) -> None:
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         {
             "action": "FailJob",
-            "onExitCodes": {"containerName": kind, "operator": "In", "values": [2, 3, 4, 5, 6]},
+            "onExitCodes": {"containerName": kind, "operator": "In", "values": [2, 3, 4, 5, 6, 9]},
         },
         {"action": "Ignore", "onExitCodes": {"containerName": kind, "operator": "In", "values": [7]}},
     ]

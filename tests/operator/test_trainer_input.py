@@ -72,14 +72,26 @@ SPEC_VARIANTS = {
         ),
     ),
     "int4-cuda": (
-        set_("spec.export.onnx.executionProvider", "cuda"),
-        set_("spec.export.onnx.precision", "int4"),
-        set_("spec.export.onnx.int4", {"algorithm": "rtn", "lastMatmul": "int4", "accuracyLevel": 4}),
+        set_(
+            "spec.export.targets",
+            [
+                {
+                    "precision": "int4",
+                    "executionProvider": "cuda",
+                    "int4": {"algorithm": "rtn", "accuracyLevel": 4},
+                },
+                {"precision": "fp16", "executionProvider": "cuda"},
+            ],
+        ),
     ),
-    "onnx-adapter": (set_("spec.export.onnx.adapter", True),),
+    "onnx-adapter": (
+        set_("spec.export.adapter", True),
+        set_("spec.export.sharedBaseUri", "s3://bases/smollm2"),
+    ),
+    "quality-gate": (set_("spec.export.gate", [{"metric": "exactMatch", "min": 0.9}]),),
     "base-model-revision": (set_("spec.baseModel.revision", "abc123"),),
     # Implemented by the trainer now; the operator used to refuse them.
-    "onnx-disabled": (set_("spec.export.onnx.enabled", False),),
+    "onnx-disabled": (set_("spec.export.targets", []),),
     "no-merged-model": (set_("spec.export.mergedModel", False),),
     "export-disabled": (set_("spec.export.enabled", False),),
     "same-secret-everywhere": (

@@ -50,7 +50,7 @@ def _make_config(base_uri: str, output_root: str, **overrides: Any) -> dict[str,
         "training": {"maxSteps": 30, "learningRate": 1e-2, "batchSize": 8, "maxSeqLength": 64, "seed": 1},
         # auto precision resolves to fp32 without GPUs.
         "resources": {"gpusPerNode": 0},
-        "export": {"onnx": {"precision": "fp32"}, "parityPrompts": 8},
+        "export": {"targets": [{"precision": "fp32"}], "evalSamples": 8},
         "output": {"uri": OUTPUT_URI},
     }
     spec.update(overrides)

@@ -75,7 +75,7 @@ def qlora_4bit_run(
         make_input,
         method="qlora",
         evaluation=SCORE_BASE,
-        export={"onnx": {"precision": "fp32"}, "parityPrompts": 4, "maxNewTokens": 4},
+        export={"targets": [{"precision": "fp32"}], "evalSamples": 4, "maxNewTokens": 4},
     )
     curve = new_loss_curve()
     return {"job": job, "root": root, "curve": curve, "outcome": run(job, root / "work", curve)}

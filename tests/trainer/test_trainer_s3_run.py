@@ -40,7 +40,7 @@ def test_train_and_export_through_s3(
             "textTemplate": "{phrase} => {tone}",
         },
         training={"maxSteps": 5, "learningRate": 1e-2, "batchSize": 8, "maxSeqLength": 48},
-        export={"onnx": {"precision": "fp32"}, "parityPrompts": 4},
+        export={"targets": [{"precision": "fp32"}], "evalSamples": 4},
     )
     metrics = train(job, tmp_path / "train", JsonFileSink(tmp_path / "progress.jsonl"))
     assert metrics["steps"] == 5 and metrics["evalSamples"] == 24

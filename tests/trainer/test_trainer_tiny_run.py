@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from kubetune_api import TrainerInput, parse_trainer_input
-from kubetune_api.layout import ADAPTER_DIR, MANIFEST_FILE, MERGED_DIR, ONNX_DIR, RESULT_FILE
+from kubetune_api.layout import ADAPTER_DIR, MANIFEST_FILE, MERGED_DIR, ONNX_DIR, REJECTED_DIR, RESULT_FILE
+from kubetune_api.manifest import SCHEMA_VERSION, Manifest
+from kubetune_api.v1alpha1 import GateResult
 from kubetune_trainer.progress import JsonFileSink
 
 
@@ -83,35 +85,73 @@ def test_progress_events_are_monotonic(tiny_run: dict[str, Any]) -> None:
     assert tiny_run["events"][-1]["kind"] == "metrics"
 
 
-def test_export_builds_onnx_with_parity(tiny_run: dict[str, Any]) -> None:
+def manifest_at(folder: Path) -> Manifest:
+    return Manifest.model_validate_json((folder / MANIFEST_FILE).read_text())
+
+
+def files_of(manifest: Manifest, kind: str, target: str | None = None) -> dict[str, str]:
+    """path -> sha256 of the manifest's artifact of that kind (and target)."""
+    [record] = [a for a in manifest.artifacts if a.kind == kind and a.target == target]
+    return {f.path: f.sha256 for f in record.files}
+
+
+def test_export_builds_and_measures_each_target(tiny_run: dict[str, Any], tmp_path: Path) -> None:
     import onnxruntime_genai as og
 
     from kubetune_trainer.export import export
 
-    manifest = export(tiny_run["job"], tiny_run["root"] / "work")
-    out = tiny_run["root"] / "out"
-    og.Model(str(out / "onnx"))  # loads in ONNX Runtime GenAI
-    parity = manifest["parity"]
-    assert parity["prompts"] == 8 and parity["parity"] == 1.0 and parity["tokenizerAgreement"] == 1.0
-    stored = json.loads((out / "manifest.json").read_text())
-    assert stored["runId"] == "run-1" and stored["specHash"] == tiny_run["job"].spec.spec_digest()
-    assert stored["lora"]["r"] == 8 and stored["dataset"]["sha256"]["train"]
-    onnx_files = {f["path"]: f for f in stored["files"]["onnx"]}
-    assert {"model.onnx", "genai_config.json", "tokenizer.json"} <= set(onnx_files)
-    assert all(len(f["sha256"]) == 64 and f["size"] > 0 for group in stored["files"].values() for f in group)
-    assert "model.safetensors" in {f["path"] for f in stored["files"]["merged"]}
+    job, out = export_elsewhere(tiny_run, tmp_path, targets=[{"precision": "fp32"}, {"precision": "int8"}])
+    done = export(job, tmp_path / "work")
+    manifest = manifest_at(out)
+    assert manifest == done.manifest and manifest.promoted and manifest.schema_version == SCHEMA_VERSION
+    assert [t.name for t in manifest.targets] == ["fp32-cpu", "int8-cpu"]
+    for target in manifest.targets:
+        og.Model(str(out / ONNX_DIR / target.name))  # each loads in ONNX Runtime GenAI
+        assert {"model.onnx", "genai_config.json", "tokenizer.json"} <= set(
+            files_of(manifest, "onnx", target.name)
+        )
+        assert target.gate.result == GateResult.NONE and target.metrics["tokenizerAgreement"] == 1.0
+        assert {"exactMatch", "parity", "parityTokenAgreement", "decodeTokensPerSecond"} <= set(
+            target.metrics
+        )
+    fp32 = manifest.targets[0].metrics
+    # fp32 ONNX computes what PyTorch computes: the same greedy tokens.
+    assert fp32["parity"] == fp32["parityTokenAgreement"] == 1.0
+    assert manifest.export["evalRows"] == 8 and manifest.base_model.sha256 is not None
+    assert {"torch", "transformers", "onnxruntime-genai"} <= set(manifest.libraries)
 
 
-def test_export_swappable_onnx_adapter(tiny_run: dict[str, Any]) -> None:
+def test_a_promoted_export_is_never_built_or_written_again(tiny_run: dict[str, Any], tmp_path: Path) -> None:
     from kubetune_trainer.export import export
 
-    job = with_export(tiny_run["job"], onnx={"precision": "fp32", "adapter": True})
-    manifest = export(job, tiny_run["root"] / "work")
-    # The adapter switched on in the LoRA-input model generates exactly what the merged model does.
-    assert manifest["parity"]["adapterParity"] == 1.0
-    assert manifest["parity"]["accuracyOnnxAdapter"] == manifest["parity"]["accuracyOnnx"]
-    paths = {f["path"] for f in manifest["files"]["onnx-adapter"]}
-    assert {"adapter.onnx_adapter", "model/model.onnx", "model/genai_config.json"} <= paths
+    job, out = export_elsewhere(tiny_run, tmp_path, evalSamples=2)
+    first = export(job, tmp_path / "work")
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = export(job, tmp_path / "work-again")
+    assert again.manifest == first.manifest
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
+    assert not (tmp_path / "work-again" / "export" / "targets").exists()
+
+
+def test_a_missed_gate_promotes_nothing(tiny_run: dict[str, Any], tmp_path: Path) -> None:
+    from kubetune_trainer.errors import ExitCode, TrainerError
+    from kubetune_trainer.export import export
+
+    # A random tiny model answers nothing right: exact match 0 misses any positive minimum.
+    gate = [{"metric": "exactMatch", "min": 0.5}, {"metric": "tokenizerAgreement", "min": 0.99}]
+    job, out = export_elsewhere(tiny_run, tmp_path, gate=gate, evalSamples=4)
+    with pytest.raises(TrainerError) as failed:
+        export(job, tmp_path / "work")
+    assert failed.value.exit_code == ExitCode.QUALITY_GATE
+    assert "fp32-cpu: exactMatch 0.000 < 0.5" in failed.value.message
+    assert f"{out}/{REJECTED_DIR}" in failed.value.message
+    # Nothing promoted: only the trainer's adapter and result are at the run's root.
+    assert {p.name for p in out.iterdir()} == {ADAPTER_DIR, RESULT_FILE, REJECTED_DIR}
+    rejected = manifest_at(out / REJECTED_DIR)
+    assert not rejected.promoted and rejected.gate.result == GateResult.FAILED
+    assert rejected.gate.failures == ["fp32-cpu: exactMatch 0.000 < 0.5"]  # tokenizerAgreement passed
+    assert (out / REJECTED_DIR / ONNX_DIR / "fp32-cpu" / "model.onnx").is_file()
+    assert all(a.uri.startswith(f"{out}/{REJECTED_DIR}/") for a in rejected.artifacts if a.kind != "adapter")
 
 
 def test_export_without_the_merged_model_uploads_no_merged_folder(
@@ -121,33 +161,34 @@ def test_export_without_the_merged_model_uploads_no_merged_folder(
     from kubetune_trainer.export import export
     from kubetune_trainer.manifest import result_document
 
-    job, out = export_elsewhere(tiny_run, tmp_path, mergedModel=False)
-    manifest = export(job, tmp_path / "work")
+    job, out = export_elsewhere(tiny_run, tmp_path, mergedModel=False, evalSamples=2)
+    done = export(job, tmp_path / "work")
     assert not (out / MERGED_DIR).exists()
-    assert set(manifest["files"]) == {ADAPTER_DIR, ONNX_DIR}
-    assert manifest["export"]["mergedModel"] is False
-    assert manifest["parity"]["parity"] == 1.0  # the ONNX model was still built from the merged weights
-    document = json.loads(result_document(job, manifest, tmp_path / "work" / "export" / MANIFEST_FILE))
+    assert {a.kind for a in done.manifest.artifacts} == {"adapter", "onnx"}
+    assert done.manifest.targets[0].metrics["parity"] == 1.0  # still built from the merged weights
+    document = json.loads(
+        result_document(job, done.manifest, done.manifest_file, done.manifest_uri, done.metrics)
+    )
     assert {a["kind"] for a in document["artifacts"]} == {"adapter", "onnx", "manifest"}
+    assert [(t["name"], t["gate"]) for t in document["targets"]] == [("fp32-cpu", "None")]
+    assert next(a for a in document["artifacts"] if a["kind"] == "onnx")["target"] == "fp32-cpu"
+    assert document["metrics"]["evalRows"] == 2
 
 
-def test_export_without_onnx_builds_none_and_reports_no_parity(
-    tiny_run: dict[str, Any], tmp_path: Path
-) -> None:
+def test_export_without_targets_builds_no_onnx(tiny_run: dict[str, Any], tmp_path: Path) -> None:
     from kubetune_trainer.export import export
     from kubetune_trainer.manifest import result_document
 
-    job, out = export_elsewhere(tiny_run, tmp_path, onnx={"enabled": False})
-    manifest = export(job, tmp_path / "work")
-    assert not (out / ONNX_DIR).exists() and not (tmp_path / "work" / "export" / ONNX_DIR).exists()
-    timings = manifest["export"]["timings"]
-    assert manifest["parity"] is None and "buildSeconds" not in timings and "paritySeconds" not in timings
-    assert set(manifest["files"]) == {ADAPTER_DIR, MERGED_DIR}
-    assert "model.safetensors" in {f["path"] for f in manifest["files"][MERGED_DIR]}
-    assert json.loads((out / MANIFEST_FILE).read_text())["parity"] is None
-    document = json.loads(result_document(job, manifest, tmp_path / "work" / "export" / MANIFEST_FILE))
+    job, out = export_elsewhere(tiny_run, tmp_path, targets=[])
+    done = export(job, tmp_path / "work")
+    assert not (out / ONNX_DIR).exists() and done.manifest.targets == []
+    assert not any(k.startswith("build") for k in done.manifest.export["timings"])
+    assert "model.safetensors" in files_of(done.manifest, "merged")
+    document = json.loads(
+        result_document(job, done.manifest, done.manifest_file, done.manifest_uri, done.metrics)
+    )
     assert {a["kind"] for a in document["artifacts"]} == {"adapter", "merged", "manifest"}
-    assert document["metrics"] == {}  # no parity figures
+    assert document["metrics"] == {} and "targets" not in document
 
 
 def test_the_stored_result_names_the_adapter(tiny_run: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,7 +38,6 @@ from kubetune_api.layout import (
     REJECTED_DIR,
     SHARED_BASES_DIR,
     join_uri,
-    shared_bases_uri,
 )
 from kubetune_api.manifest import ArtifactRecord, GateRecord, Manifest, TargetRecord
 from kubetune_api.v1alpha1 import ArtifactKind, ExportTarget, GateResult
@@ -166,8 +165,7 @@ def shared_base_for(
         trained.base_sha256, target, list(peft_to_onnx_params(trained.trained_dir))
     )
     key = shared_base.base_key(inputs)
-    spec = job.spec
-    uri = join_uri(shared_bases_uri(spec.output.uri, spec.export.shared_base_uri), key)
+    uri = join_uri(job.shared_bases_root, key)
     stored = shared_base.find_stored(storage, uri, key, workdir)
     if stored is not None:
         log.info("reusing the shared base %s for %s", uri, target.name)
@@ -242,7 +240,8 @@ def publish(
             entries = shared_base.listed(storage, b.base.uri, workdir / "base-listing")
             records.append(artifact_record(ArtifactKind.ONNX_BASE, b.base.uri, entries, b.name))
         elif promoted:
-            entries = shared_base.store(storage, b.base, workdir)
+            entries, found = shared_base.store(storage, b.base, workdir)
+            b.base = replace(b.base, reused=found)
             records.append(artifact_record(ArtifactKind.ONNX_BASE, b.base.uri, entries, b.name))
         else:
             records.append(upload(ArtifactKind.ONNX_BASE, b.base.local_dir, SHARED_BASES_DIR, b.name))
@@ -274,12 +273,13 @@ class Exported:
 
 def stored_export(job: TrainerInput, storage: Storage, workdir: Path) -> Exported | None:
     """The promoted manifest of this run, if an earlier export already wrote it."""
-    uri = job.run.layout.export_manifest()
-    text = storage.read_if_exists(uri, workdir / "stored-manifest")
+    uri, scratch = job.run.layout.export_manifest(), workdir / "stored-manifest"
+    text = storage.read_if_exists(uri, scratch)
     if text is None:
         return None
     manifest = Manifest.model_validate_json(text)
-    path = workdir / "stored-manifest" / "manifest.json"
+    scratch.mkdir(parents=True, exist_ok=True)
+    path = scratch / "manifest.json"
     path.write_text(text)
     return Exported(manifest, path, uri, {k: v for k, v in manifest.export.items() if k.startswith("eval")})
 
@@ -291,9 +291,7 @@ def export(job: TrainerInput, workdir: Path, storage: Storage | None = None) -> 
     # Before the downloads and the merge: without write access nothing of this could be stored.
     storage.check_writable(layout.root, workdir / "scratch")
     if spec.adapter and spec.targets:
-        storage.check_writable(
-            shared_bases_uri(job.spec.output.uri, spec.shared_base_uri), workdir / "scratch"
-        )
+        storage.check_writable(job.shared_bases_root, workdir / "scratch")
     stored = stored_export(job, storage, workdir)
     if stored is not None:
         log.info("run %s is already exported; reporting its promoted manifest", job.run.run_id)

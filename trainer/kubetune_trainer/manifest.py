@@ -12,6 +12,7 @@ from typing import Any
 from kubetune_api import TrainerInput
 from kubetune_api.layout import METRICS_FILE
 from kubetune_api.manifest import (
+    SCHEMA_VERSION,
     ArtifactRecord,
     BaseModelRecord,
     FileRecord,
@@ -97,6 +98,7 @@ def build_manifest(
     spec, run = job.spec, job.run
     quantization = spec.effective_quantization
     return Manifest(
+        schema_version=SCHEMA_VERSION,
         name=run.name,
         namespace=run.namespace,
         run_id=run.run_id,

@@ -84,17 +84,18 @@ def find_stored(storage: Storage, uri: str, key: str, workdir: Path) -> SharedBa
     return SharedBase(key, uri, local, json.loads(text).get("inputs", {}), reused=True)
 
 
-def store(storage: Storage, base: SharedBase, workdir: Path) -> list[FileEntry]:
-    """Upload a base built here, base.json last. If another job completed the same key meanwhile, its
-    copy stays (it is never overwritten) and that copy's files are returned."""
+def store(storage: Storage, base: SharedBase, workdir: Path) -> tuple[list[FileEntry], bool]:
+    """Upload a base built here, base.json last; returns its files and whether a stored copy was used
+    instead. If another job completed the same key meanwhile, its copy stays (it is never overwritten)
+    and that copy's files are returned."""
     record_uri = join_uri(base.uri, BASE_RECORD_FILE)
     if storage.read_if_exists(record_uri, workdir / "base-race") is not None:
-        return listed(storage, base.uri, workdir / "base-race")
+        return listed(storage, base.uri, workdir / "base-race"), True
     entries = storage.upload_dir(base.local_dir, base.uri)
     record = {**integrity.record(entries), "key": base.key, "inputs": base.inputs}
     record_file = workdir / f"base-{base.key}.json"
     record_file.write_text(json.dumps(record, indent=2, sort_keys=True))
-    return [*entries, storage.upload_file(record_file, record_uri, BASE_RECORD_FILE)]
+    return [*entries, storage.upload_file(record_file, record_uri, BASE_RECORD_FILE)], False
 
 
 def listed(storage: Storage, uri: str, scratch: Path) -> list[FileEntry]:

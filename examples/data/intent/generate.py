@@ -22,29 +22,67 @@ TRAIN_PER_INTENT = 40
 EVAL_PER_INTENT = 6
 
 # intent -> (training templates, held-out templates, slot values: training, held-out)
-TIMES = (["6 am", "seven tomorrow", "half past five", "9:15", "noon", "8 in the morning", "quarter to six"],
-         ["5:40", "ten at night", "dawn"])
-CITIES = (["Paris", "Tokyo", "Lisbon", "Chicago", "Nairobi", "Oslo", "Lima", "Toronto"],
-          ["Hanoi", "Dublin", "Perth"])
-SONGS = (["some jazz", "Bohemian Rhapsody", "the latest Adele album", "lo-fi beats", "Mozart",
-          "my workout playlist", "classic rock"], ["reggae", "the Beatles", "something calm"])
-ITEMS = (["milk", "eggs", "bread", "coffee beans", "dish soap", "apples", "rice", "batteries"],
-         ["olive oil", "paper towels", "yogurt"])
-PLACES = (["the airport", "the nearest gas station", "downtown", "the train station", "Central Park",
-           "the hospital", "my office"], ["the museum", "the beach", "grandma's house"])
-NAMES = (["mom", "Alex", "the dentist", "my boss", "Sarah", "dad", "the plumber", "Priya"],
-         ["Jonas", "my sister", "the landlord"])
+TIMES = (
+    ["6 am", "seven tomorrow", "half past five", "9:15", "noon", "8 in the morning", "quarter to six"],
+    ["5:40", "ten at night", "dawn"],
+)
+CITIES = (
+    ["Paris", "Tokyo", "Lisbon", "Chicago", "Nairobi", "Oslo", "Lima", "Toronto"],
+    ["Hanoi", "Dublin", "Perth"],
+)
+SONGS = (
+    [
+        "some jazz",
+        "Bohemian Rhapsody",
+        "the latest Adele album",
+        "lo-fi beats",
+        "Mozart",
+        "my workout playlist",
+        "classic rock",
+    ],
+    ["reggae", "the Beatles", "something calm"],
+)
+ITEMS = (
+    ["milk", "eggs", "bread", "coffee beans", "dish soap", "apples", "rice", "batteries"],
+    ["olive oil", "paper towels", "yogurt"],
+)
+PLACES = (
+    [
+        "the airport",
+        "the nearest gas station",
+        "downtown",
+        "the train station",
+        "Central Park",
+        "the hospital",
+        "my office",
+    ],
+    ["the museum", "the beach", "grandma's house"],
+)
+NAMES = (
+    ["mom", "Alex", "the dentist", "my boss", "Sarah", "dad", "the plumber", "Priya"],
+    ["Jonas", "my sister", "the landlord"],
+)
 
 INTENTS: dict[str, tuple[list[str], list[str], tuple[list[str], list[str]]]] = {
     "alarm": (
-        ["wake me up at {x}", "set an alarm for {x}", "alarm at {x} please", "I need to get up at {x}",
-         "can you set my alarm to {x}"],
+        [
+            "wake me up at {x}",
+            "set an alarm for {x}",
+            "alarm at {x} please",
+            "I need to get up at {x}",
+            "can you set my alarm to {x}",
+        ],
         ["make sure I'm awake by {x}", "ring me at {x} to wake up"],
         TIMES,
     ),
     "weather": (
-        ["what's the weather in {x}", "is it raining in {x}", "will it be sunny in {x} tomorrow",
-         "forecast for {x}", "how cold is it in {x} today"],
+        [
+            "what's the weather in {x}",
+            "is it raining in {x}",
+            "will it be sunny in {x} tomorrow",
+            "forecast for {x}",
+            "how cold is it in {x} today",
+        ],
         ["do I need an umbrella in {x}", "temperature in {x} this weekend"],
         CITIES,
     ),
@@ -54,14 +92,24 @@ INTENTS: dict[str, tuple[list[str], list[str], tuple[list[str], list[str]]]] = {
         SONGS,
     ),
     "shopping": (
-        ["add {x} to my shopping list", "we're out of {x}", "put {x} on the grocery list",
-         "remember to buy {x}", "I need to pick up {x}"],
+        [
+            "add {x} to my shopping list",
+            "we're out of {x}",
+            "put {x} on the grocery list",
+            "remember to buy {x}",
+            "I need to pick up {x}",
+        ],
         ["don't let me forget {x} at the store", "note {x} for the supermarket"],
         ITEMS,
     ),
     "directions": (
-        ["how do I get to {x}", "navigate to {x}", "directions to {x}", "take me to {x}",
-         "what's the fastest route to {x}"],
+        [
+            "how do I get to {x}",
+            "navigate to {x}",
+            "directions to {x}",
+            "take me to {x}",
+            "what's the fastest route to {x}",
+        ],
         ["which way is {x} from here", "guide me to {x}"],
         PLACES,
     ),
@@ -94,7 +142,9 @@ def write_jsonl(rows: list[dict[str, str]], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     args = parser.parse_args()
     train, held_out = build()

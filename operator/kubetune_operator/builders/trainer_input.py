@@ -4,6 +4,7 @@ run it belongs to. Pure: no conversion of the spec happens here; the trainer rea
 from __future__ import annotations
 
 from kubetune_api import Checkpoint, FineTuneJob, RunContext, RunLayout, TrainerInput
+from kubetune_api.layout import shared_bases_uri
 
 
 def trainer_input(ftj: FineTuneJob) -> TrainerInput:
@@ -16,6 +17,7 @@ def trainer_input(ftj: FineTuneJob) -> TrainerInput:
             run_id=run_id,
             # Each spec revision writes under its own run id: a deterministic, never-overwritten path.
             output_root=run_layout(ftj).root,
+            shared_bases_root=shared_bases_uri(ftj.spec.output.uri, ftj.spec.export.shared_base_uri),
             resume_from=resume_checkpoint(ftj),
         ),
     )
