@@ -129,6 +129,11 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages: other work on the machine skews every figure."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def cuda_available() -> bool:
     import torch
 
@@ -148,7 +153,7 @@ def machine_facts(threads: int) -> dict[str, Any]:
         "cpu": cpu_model(),
         "arch": platform.machine(),
         "cpus": os.cpu_count(),
-        "loadAverage": [round(x, 2) for x in os.getloadavg()],
+        "loadAverage": load_average(),
         "threads": threads,
         "torchThreads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -495,6 +500,7 @@ def run(settings: Settings, workdir: Path, adapter: Path | None) -> Outcome:
         result.build_seconds = seconds
         measured.append(result)
         print(f"measured {target.name}", flush=True)
+    facts["loadAverageAtEnd"] = load_average()
     return Outcome(facts, measured, len(prompts), len(rows))
 
 
@@ -542,7 +548,8 @@ def print_report(doc: dict[str, Any]) -> None:
     machine, settings = doc["machine"], doc["settings"]
     print(
         f"\nmachine: {machine['cpu']} ({machine['arch']}), {machine['cpus']} CPUs, "
-        f"{settings['threads']} threads for torch and onnxruntime, load average {machine['loadAverage']}"
+        f"{settings['threads']} threads for torch and onnxruntime, load average {machine['loadAverage']} "
+        f"at the start, {machine['loadAverageAtEnd']} at the end"
         + (f", GPU {machine['gpu']}" if "gpu" in machine else "")
     )
     print("libraries: " + ", ".join(f"{k} {v}" for k, v in machine["libraries"].items()))

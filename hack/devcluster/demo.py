@@ -43,11 +43,11 @@ def main() -> int:
     name = body["metadata"]["name"]
     # A fresh prefix: under the example's own one, an earlier demo's finished run would be reused.
     body["spec"]["output"]["uri"] += time.strftime("/demo-%Y%m%d-%H%M%S")
-    _delete_previous(custom, name)
+    delete_previous(custom, name)
     custom.create_namespaced_custom_object("kubetune.dev", "v1alpha1", NAMESPACE, "finetunejobs", body)
     print(f"==> applied {MANIFEST.relative_to(settings.REPO_ROOT)} as {NAMESPACE}/{name}", flush=True)
 
-    status = _watch(custom, name)
+    status = watch(custom, name)
     print("\n==> final status")
     print(yaml.safe_dump({k: v for k, v in status.items() if k != "conditions"}, sort_keys=False))
     print("conditions:", ", ".join(f"{c['type']}={c['status']}" for c in status.get("conditions", [])))
@@ -66,7 +66,7 @@ def main() -> int:
     return 0
 
 
-def _delete_previous(custom: client.CustomObjectsApi, name: str) -> None:
+def delete_previous(custom: client.CustomObjectsApi, name: str) -> None:
     try:
         custom.delete_namespaced_custom_object("kubetune.dev", "v1alpha1", NAMESPACE, "finetunejobs", name)
     except ApiException as e:
@@ -81,12 +81,12 @@ def _delete_previous(custom: client.CustomObjectsApi, name: str) -> None:
         time.sleep(1)
 
 
-def _watch(custom: client.CustomObjectsApi, name: str) -> dict[str, Any]:
+def watch(custom: client.CustomObjectsApi, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
     last = None
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
         obj: dict[str, Any] = custom.get_namespaced_custom_object(  # type: ignore[assignment]
-            "kubetune.dev", "v1alpha1", NAMESPACE, "finetunejobs", name
+            "kubetune.dev", "v1alpha1", namespace, "finetunejobs", name
         )
         status = obj.get("status") or {}
         progress = status.get("progress") or {}
@@ -97,7 +97,7 @@ def _watch(custom: client.CustomObjectsApi, name: str) -> dict[str, Any]:
             f"  eta {progress.get('estimatedRemainingSeconds', '-')}s"
         )
         if line != last:
-            print(time.strftime("%H:%M:%S"), line, flush=True)
+            print(time.strftime("%H:%M:%S"), name, line, flush=True)
             last = line
         if status.get("phase") in ("Succeeded", "Failed"):
             return status
@@ -105,19 +105,23 @@ def _watch(custom: client.CustomObjectsApi, name: str) -> dict[str, Any]:
     raise SystemExit(f"the FineTuneJob did not finish within {TIMEOUT_S} s")
 
 
+def download(s3: Any, uri: str, target: Path) -> Path:
+    """Every object under the S3 folder `uri` into `target`, keeping relative paths."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    prefix = prefix.rstrip("/") + "/"
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            path = target / obj["Key"][len(prefix) :]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, obj["Key"], str(path))
+    return target
+
+
 def _generate(s3: Any, onnx_uri: str, prompt: str) -> str:
     import onnxruntime_genai as og
 
-    bucket, _, prefix = onnx_uri.removeprefix("s3://").partition("/")
     with tempfile.TemporaryDirectory() as tmp:
-        for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix.rstrip("/") + "/"
-        ):
-            for obj in page.get("Contents", []):
-                target = Path(tmp) / obj["Key"][len(prefix.rstrip("/")) + 1 :]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                s3.download_file(bucket, obj["Key"], str(target))
-        og_model = og.Model(tmp)
+        og_model = og.Model(str(download(s3, onnx_uri, Path(tmp))))
         tokenizer = og.Tokenizer(og_model)
         params = og.GeneratorParams(og_model)
         params.set_search_options(max_length=len(tokenizer.encode(prompt)) + 4, do_sample=False)

@@ -174,7 +174,7 @@ class ExportSpec(ApiModel):
             "(has(t.executionProvider) ? t.executionProvider : 'cpu')))",
             "export.targets must not list a precision and executionProvider pair twice",
             lambda e: _unique_targets(e.targets),
-            reason="FieldValueDuplicate",
+            # Not FieldValueDuplicate: the API server would print "Duplicate value" instead of the message.
             field_path=".targets",
         ),
         Cel(

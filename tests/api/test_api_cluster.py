@@ -20,7 +20,7 @@ from kubernetes import client
 
 import support
 from devcluster import release
-from kubetune_api import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, crd
+from kubetune_api import ExportTarget, FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, crd
 from support import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -100,10 +100,13 @@ def test_server_rejects_bad_spec(kubectl: Kubectl, ns: str, case: BadSpec) -> No
 def test_server_defaults_are_the_models_defaults(kubectl: Kubectl, ns: str) -> None:
     local = tiny()
     local["metadata"]["name"] = "defaults"
+    del local["spec"]["export"]
     stored = _create(kubectl, ns, local)
-    # The server filled in nested defaults (export: {} -> onnx.int4.algorithm ...), pydantic fills in the
-    # same ones: both parse to the same spec, hence the same run id.
-    assert stored["spec"]["export"]["onnx"]["int4"]["algorithm"] == "k_quant"
+    # The server filled in nested defaults (export: {} -> targets: [{}] -> int4 cpu with its int4 settings),
+    # pydantic fills in the same ones: both parse to the same spec, hence the same run id.
+    [target] = stored["spec"]["export"]["targets"]
+    assert (target["precision"], target["executionProvider"]) == ("int4", "cpu")
+    assert target["int4"] == ExportTarget().int4.to_k8s()
     assert stored["spec"]["backoffLimit"] == 2
     assert FineTuneJobSpec.model_validate(stored["spec"]) == FineTuneJobSpec.model_validate(local["spec"])
     assert FineTuneJob.from_k8s(stored).spec_hash() == FineTuneJob.from_k8s(local).spec_hash()
@@ -162,8 +165,10 @@ FULL_STATUS = {
         "time": "2026-01-02T03:04:00Z",
     },
     "artifacts": [
-        {"kind": "adapter", "uri": "s3://kubetune-dev/runs/tiny/a/", "sizeBytes": 1024, "sha256": "0" * 64}
+        {"kind": "adapter", "uri": "s3://kubetune-dev/runs/tiny/a/", "sizeBytes": 1024, "sha256": "0" * 64},
+        {"kind": "onnxBase", "uri": "s3://kubetune-dev/bases/k/", "target": "int4-cpu"},
     ],
+    "exportTargets": [{"name": "int4-cpu", "gate": "Passed", "metrics": {"exactMatch": 0.95, "parity": 1.0}}],
     "metrics": {"eval_loss": 2.5},
     "message": "training",
 }

@@ -80,6 +80,7 @@ def sample_manifest() -> Manifest:
     gate = {"result": "Passed", "failures": []}
     return Manifest.model_validate(
         {
+            "schemaVersion": SCHEMA_VERSION,
             "name": "tone",
             "namespace": "team-a",
             "runId": "r-1a2b3c",

@@ -4,12 +4,14 @@ rejects are covered in tests/api/test_api_cluster.py.)"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from e2e_support import apply_ftj, events_for, tiny_job, wait_phase
+from kubetune_api import RunLayout
 
 pytestmark = pytest.mark.cluster
 
@@ -38,11 +40,22 @@ def _not_a_model(seeded: dict[str, str]) -> dict[str, Any]:
     return job
 
 
+def _unwritable_shared_bases(seeded: dict[str, str]) -> dict[str, Any]:
+    job = tiny_job("bad", seeded)
+    job["spec"]["export"] = {"adapter": True, "sharedBaseUri": "s3://kubetune-no-such-bucket/onnx-bases"}
+    return job
+
+
 CASES = {
     "dataset URI that does not exist": (_missing_dataset, ["does-not-exist.jsonl"]),
     "template field missing from the data": (_missing_template_field, ["mood", "row 1"]),
     "wrong S3 credentials": (_wrong_credentials, ["credentials"]),
     "model URI that is not a model": (_not_a_model, ["model"]),
+    # Found before training, not after: the export could never store its shared base.
+    "shared-base prefix without write access": (
+        _unwritable_shared_bases,
+        ["no write access", "s3://kubetune-no-such-bucket/onnx-bases"],
+    ),
 }
 
 
@@ -126,3 +139,40 @@ def test_a_spec_this_version_cannot_run_fails_without_creating_jobs(
     assert batch.list_namespaced_job(workspace).items == []
     warnings = [e for e in events_for(core, workspace, "later") if e.type == "Warning"]
     assert any(e.reason == "InvalidSpec" and "textTemplate" in e.message for e in warnings), warnings
+
+
+def test_a_missed_quality_gate_promotes_nothing_and_says_why(
+    operator_release: str,
+    workspace: str,
+    s3_seeded: dict[str, str],
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    batch: client.BatchV1Api,
+    s3: Any,
+) -> None:
+    job = tiny_job("gated", s3_seeded)
+    job["spec"]["dataset"]["evalUri"] = s3_seeded["eval"]  # a gate on a task metric needs held-out rows
+    # A random tiny model answers no held-out row right: exact match 0 misses the minimum.
+    job["spec"]["export"]["gate"] = [{"metric": "exactMatch", "min": 0.5}]
+    apply_ftj(custom, workspace, job)
+
+    status = wait_phase(custom, workspace, "gated", {"Failed", "Succeeded"}, 600)["status"]
+
+    assert status["phase"] == "Failed", status
+    exported = next(c for c in status["conditions"] if c["type"] == "Exported")
+    assert exported["status"] == "False" and exported["reason"] == "QualityGateFailed", exported
+    assert "fp32-cpu: exactMatch 0.000 < 0.5" in exported["message"], exported
+    assert "nothing was promoted" in exported["message"] and "/rejected/" in exported["message"], exported
+    events = [e for e in events_for(core, workspace, "gated") if e.reason == "QualityGateFailed"]
+    assert [e.type for e in events] == ["Warning"] and events[0].message == exported["message"]
+    # Permanent: the export Job failed once, and was not retried.
+    assert batch.read_namespaced_job("gated-export", workspace).status.failed == 1
+    # In S3: the rejected export and its manifest, and no promoted manifest or ONNX model.
+    run = RunLayout.of(job["spec"]["output"]["uri"], workspace, "gated", status["runId"])
+    bucket, key = s3_seeded["bucket"], run.root.removeprefix(f"s3://{s3_seeded['bucket']}/")
+    keys = {o["Key"][len(key) + 1 :] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{key}/")["Contents"]}
+    assert "manifest.json" not in keys and not any(k.startswith("onnx/") for k in keys), sorted(keys)
+    assert {"rejected/manifest.json", "rejected/onnx/fp32-cpu/model.onnx"} <= keys, sorted(keys)
+    rejected = json.loads(s3.get_object(Bucket=bucket, Key=f"{key}/rejected/manifest.json")["Body"].read())
+    assert rejected["promoted"] is False and rejected["gate"]["result"] == "Failed", rejected["gate"]
+    assert {a["kind"] for a in status["artifacts"]} == {"adapter"}, status["artifacts"]

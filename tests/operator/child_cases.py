@@ -153,7 +153,17 @@ E_FAILED = (
     job(
         "exporter", failed=1, conditions=(cond("Failed", "PodFailurePolicy", "exit code 6 matched FailJob"),)
     ),
-    [pod("exporter", "tiny-export-a", 6, "Error", "parity 0.50 is below minParity 0.90\n", ago(10))],
+    [pod("exporter", "tiny-export-a", 6, "Error", "the ONNX model builder failed (exit 1)\n", ago(10))],
+)
+GATE_MESSAGE = (
+    "QUALITY_GATE: quality gate failed (int4-cpu: exactMatch 0.833 < 0.9); nothing was promoted, the "
+    "export is under s3://kubetune-dev/runs/tiny/rejected/\n"
+)
+E_GATE_FAILED = (
+    job(
+        "exporter", failed=1, conditions=(cond("Failed", "PodFailurePolicy", "exit code 9 matched FailJob"),)
+    ),
+    [pod("exporter", "tiny-export-a", 9, "Error", GATE_MESSAGE, ago(10))],
 )
 EXPORT_METRICS = {"parityMatchRate": 1.0, "onnxSizeBytes": 1234}
 

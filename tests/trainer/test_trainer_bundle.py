@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kubetune_api.manifest import ArtifactRecord, FileRecord, Manifest
+from kubetune_api.manifest import SCHEMA_VERSION, ArtifactRecord, FileRecord, Manifest
 from kubetune_trainer import bundle
 from kubetune_trainer.errors import ExitCode, TrainerError
 from kubetune_trainer.storage import Storage, parse_uri
@@ -31,6 +31,7 @@ KINDS = {"adapter": "adapter", "onnx/int4-cpu": "onnx"}
 def make_manifest(artifacts: list[ArtifactRecord], **fields: Any) -> Manifest:
     gate = {"result": "None"}
     document = {
+        "schemaVersion": SCHEMA_VERSION,
         "name": "tone",
         "namespace": "test",
         "runId": "run-1",

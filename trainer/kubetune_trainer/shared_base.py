@@ -78,8 +78,7 @@ def find_stored(storage: Storage, uri: str, key: str, workdir: Path) -> SharedBa
         return None
     record_uri = join_uri(uri, BASE_RECORD_FILE)
     expected = integrity.parse_record(text, record_uri)
-    local = workdir / f"base-{key}"
-    storage.download(uri, local)
+    local = storage.download(uri, workdir / f"base-{key}")  # a local folder is used in place
     integrity.verify_folder(local, expected, uri, ignore=(BASE_RECORD_FILE,))
     return SharedBase(key, uri, local, json.loads(text).get("inputs", {}), reused=True)
 
@@ -106,6 +105,7 @@ def listed(storage: Storage, uri: str, scratch: Path) -> list[FileEntry]:
         FileEntry(path, int(info["size"]), str(info["sha256"]), join_uri(uri, path))
         for path, info in sorted(record["files"].items())
     ]
+    scratch.mkdir(parents=True, exist_ok=True)
     record_path = scratch / BASE_RECORD_FILE
     record_path.write_text(text)
     record_uri = join_uri(uri, BASE_RECORD_FILE)

@@ -296,6 +296,10 @@ def run_training(session: Session) -> Trained:
     return Trained(result, eval_metrics, digest, len(set(digests)) == 1)
 
 
+def exports_shared_bases(spec: FineTuneJobSpec) -> bool:
+    return spec.export.enabled and spec.export.adapter and bool(spec.export.targets)
+
+
 # ---- main --------------------------------------------------------------------------------------------
 
 
@@ -307,6 +311,9 @@ def train(job: TrainerInput, workdir: Path, sink: ProgressSink, storage: Storage
     if distributed.is_main():
         # Before anything slow: without write access no checkpoint or result could ever be stored.
         storage.check_writable(job.run.layout.root, workdir / "scratch")
+        if exports_shared_bases(spec):
+            # Nor the export's shared base: found now, not after hours of training.
+            storage.check_writable(job.shared_bases_root, workdir / "scratch")
     finished = stored_result(job.run, storage, workdir)
     if finished is not None:
         log.info("run %s is already trained; reporting its stored result", job.run.run_id)
