@@ -216,16 +216,20 @@ def training_config(base_dir: Path, run_dir: Path, smoke: bool) -> dict[str, Any
 
 
 def train_adapter(base_dir: Path, workdir: Path, smoke: bool) -> Path:
-    """Train the tone adapter with the trainer's entrypoint; a finished run in workdir is reused."""
+    """Train the tone adapter with the trainer's entrypoint; a run finished before in workdir is reused."""
     from kubetune_api import parse_trainer_input
     from kubetune_api.layout import ADAPTER_DIR
     from kubetune_trainer.train import train
 
     job = parse_trainer_input(training_config(base_dir, workdir / "run", smoke))
+    adapter = Path(job.run.layout.folder(ADAPTER_DIR))
+    if Path(job.run.layout.result).is_file():
+        print(f"reusing the adapter trained before in {adapter}", flush=True)
+        return adapter
     start = time.perf_counter()
     train(job, workdir / "train", QuietSink())
     print(f"adapter trained in {time.perf_counter() - start:.1f} s", flush=True)
-    return Path(job.run.layout.folder(ADAPTER_DIR))
+    return adapter
 
 
 def base_model_dir(workdir: Path, smoke: bool) -> Path:

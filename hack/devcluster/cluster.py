@@ -76,7 +76,7 @@ NODEAGENT = Service(
 S3 = Service(
     Component("s3", s3.WEED_PROGRAM),
     lambda p: [v for k, v in p.by_name().items() if k == "s3" or k.startswith(("s3_", "weed_"))],
-    lambda c: s3.argv(c.ports, c.paths.s3_data),
+    lambda c: s3.argv(c.ports, c.paths.s3_data, c.paths.s3_identities),
     _s3_healthy,
     30,
     env=_s3_env,
@@ -148,7 +148,9 @@ def _prepare_state(c: cp.Context) -> None:
     for client in CLIENTS:
         if client.kubeconfig and client.name != "admin":
             c.pki.write_kubeconfig(p.component_kubeconfig(client.name), client.name, server)
-    s3.ensure_credentials(p.s3_credentials)
+    admin = s3.ensure_credentials(p.s3_credentials)
+    limited = s3.ensure_credentials(p.s3_limited_credentials)
+    s3.write_identities(p.s3_identities, admin, limited, settings.bucket_name())
     addons.prepare(c)
 
 
@@ -217,6 +219,7 @@ def _setup_s3(c: cp.Context, clock: Clock) -> None:
     bucket = settings.bucket_name()
     try:
         created = s3.ensure_bucket(endpoint, creds, bucket)
+        s3.ensure_bucket(endpoint, creds, settings.readonly_bucket_name())
         s3.check_auth_enforced(endpoint, creds)
     except Exception as e:
         raise UpError(f"s3: {e}", S3.name) from e

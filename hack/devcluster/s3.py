@@ -38,10 +38,29 @@ def ensure_credentials(path: Path) -> tuple[str, str]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(data, f)
-    return settings.s3_credentials()
+    return settings.s3_credentials(path)
 
 
-def argv(ports: settings.Ports, data_dir: Path) -> list[str]:
+def write_identities(path: Path, admin: tuple[str, str], limited: tuple[str, str], bucket: str) -> None:
+    """Two identities: the admin (everything), and a limited one that reads every bucket but writes
+    only `bucket`, so tests can meet a real AccessDenied on write."""
+
+    def identity(name: str, credentials: tuple[str, str], actions: list[str]) -> dict[str, Any]:
+        keys = {"accessKey": credentials[0], "secretKey": credentials[1]}
+        return {"name": name, "credentials": [keys], "actions": actions}
+
+    config = {
+        "identities": [
+            identity("admin", admin, ["Admin", "Read", "List", "Tagging", "Write"]),
+            identity("limited", limited, ["Read", "List", f"Write:{bucket}"]),
+        ]
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f)
+
+
+def argv(ports: settings.Ports, data_dir: Path, identities: Path) -> list[str]:
     p = ports
     return [
         str(weed_binary()),
@@ -62,6 +81,7 @@ def argv(ports: settings.Ports, data_dir: Path) -> list[str]:
         f"-admin.port.grpc={p.weed_admin_grpc}",
         f"-filer.localSocket={data_dir / 'filer.sock'}",
         f"-s3.localSocket={data_dir / 's3.sock'}",
+        f"-s3.config={identities}",
         # Off: components nobody uses here, and the anonymous usage report to the internet.
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",

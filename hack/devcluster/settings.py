@@ -121,6 +121,11 @@ def bucket_name() -> str:
     return name
 
 
+def readonly_bucket_name() -> str:
+    """A bucket the limited identity may read but not write (tests of refused writes)."""
+    return f"{bucket_name()}-readonly"
+
+
 @dataclass(frozen=True)
 class Paths:
     """The layout of the state dir. The marker file guards `down --purge` against deleting a wrong dir."""
@@ -154,6 +159,16 @@ class Paths:
     @property
     def s3_credentials(self) -> Path:
         return self.root / "s3-credentials.json"
+
+    @property
+    def s3_limited_credentials(self) -> Path:
+        """A second identity: reads everything, writes only the main bucket."""
+        return self.root / "s3-limited-credentials.json"
+
+    @property
+    def s3_identities(self) -> Path:
+        """SeaweedFS's identity file (both identities and what each may do), 0600."""
+        return self.root / "s3-identities.json"
 
     @property
     def kubeconfig(self) -> Path:
@@ -191,8 +206,8 @@ def bin_dir() -> Path:
     return Path(f.read_text().strip())
 
 
-def s3_credentials() -> tuple[str, str]:
-    f = paths().s3_credentials
+def s3_credentials(f: Path | None = None) -> tuple[str, str]:
+    f = f or paths().s3_credentials
     if not f.is_file():
         raise RuntimeError(f"no S3 credentials in {f}: run `hack/cluster up` first")
     data = json.loads(f.read_text())
@@ -223,7 +238,13 @@ def cluster_env() -> dict[str, str]:
         "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
         "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
         "KUBETUNE_S3_BUCKET": bucket_name(),
+        "KUBETUNE_S3_READONLY_BUCKET": readonly_bucket_name(),
+        **dict(zip(LIMITED_CREDENTIAL_VARIABLES, s3_credentials(p.s3_limited_credentials), strict=True)),
     }
+
+
+# The limited identity's keys in cluster_env(): tests put them in a Secret to be refused a write.
+LIMITED_CREDENTIAL_VARIABLES = ("KUBETUNE_S3_LIMITED_ACCESS_KEY_ID", "KUBETUNE_S3_LIMITED_SECRET_ACCESS_KEY")
 
 
 def subprocess_env() -> dict[str, str]:

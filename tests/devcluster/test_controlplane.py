@@ -18,6 +18,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from devcluster import settings
+from devcluster.settings import LIMITED_CREDENTIAL_VARIABLES
 from support import masked
 
 pytestmark = pytest.mark.cluster
@@ -62,11 +63,11 @@ def s3_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _s3(env: dict[str, str], secret: str | None = None) -> Any:
+def _s3(env: dict[str, str], secret: str | None = None, key_id: str | None = None) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_access_key_id=key_id or env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=secret or env["AWS_SECRET_ACCESS_KEY"],
         region_name=env["AWS_DEFAULT_REGION"],
         config=Config(
@@ -129,3 +130,22 @@ def test_s3_round_trip(s3_env: dict[str, str]) -> None:
     with pytest.raises(ClientError) as gone:
         s3.head_object(Bucket=bucket, Key=key)
     assert gone.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_the_limited_identity_reads_everything_and_writes_only_the_main_bucket(
+    s3_env: dict[str, str],
+) -> None:
+    env = s3_env
+    admin = _s3(env)
+    limited = _s3(env, *(env[v] for v in reversed(LIMITED_CREDENTIAL_VARIABLES)))
+    readonly, key = env["KUBETUNE_S3_READONLY_BUCKET"], f"tests/devcluster/{uuid.uuid4().hex}"
+    admin.put_object(Bucket=readonly, Key=key, Body=b"shared")
+    try:
+        assert limited.get_object(Bucket=readonly, Key=key)["Body"].read() == b"shared"
+        with pytest.raises(ClientError) as refused:
+            limited.put_object(Bucket=readonly, Key=f"{key}-mine", Body=b"no")
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+        limited.put_object(Bucket=env["KUBETUNE_S3_BUCKET"], Key=key, Body=b"yes")
+        limited.delete_object(Bucket=env["KUBETUNE_S3_BUCKET"], Key=key)
+    finally:
+        admin.delete_object(Bucket=readonly, Key=key)

@@ -50,6 +50,7 @@ def s3_seeded(
     seed.upload_dataset(s3, bucket)
     return {
         "bucket": bucket,
+        "readonly_bucket": cluster_env["KUBETUNE_S3_READONLY_BUCKET"],
         "tiny": f"s3://{bucket}/models/tiny-random-llama/",
         "train": f"s3://{bucket}/datasets/tone/train.jsonl",
         "eval": f"s3://{bucket}/datasets/tone/eval.jsonl",

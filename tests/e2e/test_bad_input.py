@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from devcluster.settings import LIMITED_CREDENTIAL_VARIABLES as LIMITED
 from e2e_support import apply_ftj, events_for, tiny_job, wait_phase
 from kubetune_api import RunLayout
 
@@ -41,8 +42,10 @@ def _not_a_model(seeded: dict[str, str]) -> dict[str, Any]:
 
 
 def _unwritable_shared_bases(seeded: dict[str, str]) -> dict[str, Any]:
+    """The limited identity may write the run's output but only read the shared-base bucket."""
     job = tiny_job("bad", seeded)
-    job["spec"]["export"] = {"adapter": True, "sharedBaseUri": "s3://kubetune-no-such-bucket/onnx-bases"}
+    job["spec"]["output"]["credentialsSecretRef"] = {"name": "limited-s3"}
+    job["spec"]["export"] = {"adapter": True, "sharedBaseUri": f"s3://{seeded['readonly_bucket']}/onnx-bases"}
     return job
 
 
@@ -54,7 +57,7 @@ CASES = {
     # Found before training, not after: the export could never store its shared base.
     "shared-base prefix without write access": (
         _unwritable_shared_bases,
-        ["no write access", "s3://kubetune-no-such-bucket/onnx-bases"],
+        ["no write access to s3://kubetune-dev-readonly/onnx-bases", "AccessDenied"],
     ),
 }
 
@@ -69,15 +72,18 @@ def test_bad_input_fails_once_with_a_clear_reason(
     core: client.CoreV1Api,
     batch: client.BatchV1Api,
     s3: Any,
+    cluster_env: dict[str, str],
 ) -> None:
     build, words = CASES[case]
-    core.create_namespaced_secret(
-        workspace,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="wrong-s3"),
-            string_data={"AWS_ACCESS_KEY_ID": "not-a-key", "AWS_SECRET_ACCESS_KEY": "not-a-secret"},
-        ),
-    )
+    keys = {"wrong-s3": ("not-a-key", "not-a-secret"), "limited-s3": tuple(cluster_env[v] for v in LIMITED)}
+    for name, (key_id, secret) in keys.items():
+        core.create_namespaced_secret(
+            workspace,
+            client.V1Secret(
+                metadata=client.V1ObjectMeta(name=name),
+                string_data={"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret},
+            ),
+        )
     before = s3.head_object(Bucket=s3_seeded["bucket"], Key="datasets/tone/train.jsonl")["ETag"]
     apply_ftj(custom, workspace, build(s3_seeded))
 
