@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -22,6 +24,16 @@ class Runtime:
     api: client.ApiClient
     reconciler: Reconciler
     status_writer: StatusWriter
+    # One pass at a time per FineTuneJob: the timer and a child's event may fire together, and two
+    # passes over the same stale status would both act on it and both post its Events.
+    _locks: defaultdict[tuple[str, str], threading.Lock] = field(
+        default_factory=lambda: defaultdict(threading.Lock), compare=False, repr=False
+    )
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+    def pass_lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks[(namespace, name)]
 
     def get_finetunejob(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -57,7 +57,11 @@ CASES = {
     # Found before training, not after: the export could never store its shared base.
     "shared-base prefix without write access": (
         _unwritable_shared_bases,
-        ["no write access to s3://kubetune-dev-readonly/onnx-bases", "AccessDenied"],
+        [
+            "no write access to the shared base onnx models (export.sharedBaseUri)",
+            "readonly/onnx-bases",
+            "AccessDenied",
+        ],
     ),
 }
 
@@ -157,7 +161,6 @@ def test_a_missed_quality_gate_promotes_nothing_and_says_why(
     s3: Any,
 ) -> None:
     job = tiny_job("gated", s3_seeded)
-    job["spec"]["dataset"]["evalUri"] = s3_seeded["eval"]  # a gate on a task metric needs held-out rows
     # A random tiny model answers no held-out row right: exact match 0 misses the minimum.
     job["spec"]["export"]["gate"] = [{"metric": "exactMatch", "min": 0.5}]
     apply_ftj(custom, workspace, job)
@@ -169,8 +172,10 @@ def test_a_missed_quality_gate_promotes_nothing_and_says_why(
     assert exported["status"] == "False" and exported["reason"] == "QualityGateFailed", exported
     assert "fp32-cpu: exactMatch 0.000 < 0.5" in exported["message"], exported
     assert "nothing was promoted" in exported["message"] and "/rejected/" in exported["message"], exported
-    events = [e for e in events_for(core, workspace, "gated") if e.reason == "QualityGateFailed"]
-    assert [e.type for e in events] == ["Warning"] and events[0].message == exported["message"]
+    every = events_for(core, workspace, "gated")
+    events = [e for e in every if e.reason == "QualityGateFailed"]
+    assert [e.type for e in events] == ["Warning"], sorted(e.reason for e in every)
+    assert events[0].message == exported["message"]
     # Permanent: the export Job failed once, and was not retried.
     assert batch.read_namespaced_job("gated-export", workspace).status.failed == 1
     # In S3: the rejected export and its manifest, and no promoted manifest or ONNX model.

@@ -50,7 +50,7 @@ from kubetune_trainer.onnx_adapter import peft_to_onnx_params
 from kubetune_trainer.onnx_build import build_lora_base, build_onnx, merge_adapter, write_adapter_file
 from kubetune_trainer.publish import trained_digests
 from kubetune_trainer.storage import FileEntry, Storage, describe_file
-from kubetune_trainer.train import exports_shared_bases, fetch_base_model, fetch_dataset
+from kubetune_trainer.train import SHARED_BASES, exports_shared_bases, fetch_base_model, fetch_dataset
 
 log = logging.getLogger("kubetune_trainer.export")
 
@@ -291,7 +291,7 @@ def export(job: TrainerInput, workdir: Path, storage: Storage | None = None) -> 
     # Before the downloads and the merge: without write access nothing of this could be stored.
     storage.check_writable(layout.root, workdir / "scratch")
     if exports_shared_bases(job.spec):
-        storage.check_writable(job.shared_bases_root, workdir / "scratch")
+        storage.check_writable(job.shared_bases_root, workdir / "scratch", SHARED_BASES)
     stored = stored_export(job, storage, workdir)
     if stored is not None:
         log.info("run %s is already exported; reporting its promoted manifest", job.run.run_id)

@@ -291,7 +291,7 @@ class Storage:
         self._download_object(location, target)
         return target.read_text()
 
-    def check_writable(self, uri: str, scratch: Path) -> None:
+    def check_writable(self, uri: str, scratch: Path, what: str = "the run's output") -> None:
         """Write and delete a small probe object under the folder `uri`: missing write (or delete)
         rights fail here, before hours of training, with the URI and the S3 error code."""
         probe = join_uri(uri, PROBE_NAME)
@@ -299,7 +299,7 @@ class Storage:
             self.upload_bytes(b"kubetune write probe\n", probe, scratch)
             self.delete_file(probe)
         except TrainerError as exc:
-            raise storage_error(f"no write access to the run's output {uri}: {exc.message}") from exc
+            raise storage_error(f"no write access to {what} {uri}: {exc.message}") from exc
         log.info("write access to %s checked", uri)
 
     # --- listing and deleting folders ---

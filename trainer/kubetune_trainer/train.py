@@ -296,6 +296,9 @@ def run_training(session: Session) -> Trained:
     return Trained(result, eval_metrics, digest, len(set(digests)) == 1)
 
 
+SHARED_BASES = "the shared base ONNX models (export.sharedBaseUri)"
+
+
 def exports_shared_bases(spec: FineTuneJobSpec) -> bool:
     return spec.export.enabled and spec.export.adapter and bool(spec.export.targets)
 
@@ -313,7 +316,7 @@ def train(job: TrainerInput, workdir: Path, sink: ProgressSink, storage: Storage
         storage.check_writable(job.run.layout.root, workdir / "scratch")
         if exports_shared_bases(spec):
             # Nor the export's shared base: found now, not after hours of training.
-            storage.check_writable(job.shared_bases_root, workdir / "scratch")
+            storage.check_writable(job.shared_bases_root, workdir / "scratch", SHARED_BASES)
     finished = stored_result(job.run, storage, workdir)
     if finished is not None:
         log.info("run %s is already trained; reporting its stored result", job.run.run_id)

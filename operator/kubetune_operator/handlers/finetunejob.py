@@ -130,15 +130,27 @@ def validate(body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=OperatorSettings.from_env().resync_seconds, initial_delay=0)
-def reconcile(body: kopf.Body, **kwargs: Any) -> None:
-    try:
-        ftj = parse(body)
-    except InvalidSpec:
-        return  # validate() reported it; a new spec triggers it again
-    result = runtime().reconciler.reconcile(ftj, observed(ftj, _indexes(kwargs)))
-    metrics.RECONCILES.labels(phase=result.decision.phase.value).inc()
-    for event in result.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+def reconcile(namespace: str | None, name: str | None, **kwargs: Any) -> None:
+    if namespace and name:
+        reconcile_one(namespace, name, kwargs)
+
+
+def reconcile_one(namespace: str, name: str, kwargs: dict[str, Any]) -> None:
+    """One pass over the FineTuneJob as it is now: read fresh under its lock, so a pass never decides
+    (or posts Events) from a status that another pass has already moved on from."""
+    with runtime().pass_lock(namespace, name):
+        raw = runtime().get_finetunejob(namespace, name)
+        if raw is None:
+            return
+        body = kopf.Body(raw)  # type: ignore[arg-type]
+        try:
+            ftj = parse(body)
+        except InvalidSpec:
+            return  # validate() reported it; a new spec triggers it again
+        result = runtime().reconciler.reconcile(ftj, observed(ftj, _indexes(kwargs)))
+        metrics.RECONCILES.labels(phase=result.decision.phase.value).inc()
+        for event in result.events:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
@@ -155,17 +167,7 @@ def child_job_changed(namespace: str | None, labels: kopf.Labels, type: str | No
     name = labels.get(names.FINETUNEJOB_LABEL)
     if not name or namespace is None or type is None:
         return  # the initial listing: the timer covers it
-    raw = runtime().get_finetunejob(namespace, name)
-    if raw is None:
-        return
-    body = kopf.Body(raw)  # type: ignore[arg-type]
-    try:
-        ftj = parse(body)
-    except InvalidSpec:
-        return
-    result = runtime().reconciler.reconcile(ftj, observed(ftj, _indexes(kwargs)))
-    for event in result.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    reconcile_one(namespace, name, kwargs)
 
 
 INDEXES = ("child_jobs", "child_pods", "child_jobsets", "child_workloads", "job_events")
