@@ -5,9 +5,10 @@
         [--int4 KEY=VALUE ...] [--threads N] [--json FILE]
     PYTHONPATH=hack uv run python bench/decode.py --smoke --json out.json   # tiny model, seconds
 
-1. The tone LoRA adapter: --adapter, or trained here on SmolLM2-135M-Instruct through the trainer's own
-   entrypoint (examples/data/tone/train.jsonl, "Phrase: {phrase}\\nTone: {tone}", LoRA r=16 alpha=32 on
-   q/k/v/o_proj, 60 steps, learning rate 1e-3, batch 8, maxSeqLength 128, fp32).
+1. The tone LoRA adapter: --adapter, or trained here on SmolLM2-135M-Instruct by the trainer's own train()
+   from examples/finetunejob-smollm2-tone.yaml with local paths (bench_common.py: "Phrase: {phrase}\\nTone:
+   {tone}", LoRA r=16 alpha=32 on q/k/v/o_proj, 60 steps, learning rate 1e-3, batch 8, maxSeqLength 128,
+   fp32, early stopping on exact match).
 2. merge_adapter folds it into the fp32 base: the baseline is that merged model in HF transformers
    (`generate`, greedy, KV cache on), fp32 on the CPU and bf16 on CUDA; each target is compared with the
    baseline of its execution provider.
@@ -31,28 +32,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack"))
+sys.path.insert(0, str(REPO / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import bench_common  # noqa: E402  (bench/ on sys.path, above)
 
 if TYPE_CHECKING:
     from kubetune_api import ExportTarget
     from kubetune_trainer.generation import Prompt
 
-DATA = REPO / "examples" / "data" / "tone"
-TEMPLATE = "Phrase: {phrase}\nTone: {tone}"
-ANSWER_FIELD = "tone"
+TASK = bench_common.TASKS["tone"]
 ACCURACY_NEW_TOKENS = 4
 CPU_TARGETS = ("int4-cpu", "int8-cpu", "fp32-cpu")
 CUDA_TARGETS = ("fp16-cuda",)
@@ -106,152 +106,13 @@ class Measured:
         return statistics.median(self.speed.decode)
 
 
-# ---- machine ---------------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def library_versions() -> dict[str, str]:
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def load_average() -> list[float]:
-    """1, 5 and 15 minute load averages: other work on the machine skews every figure."""
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
 def ort_cuda_available() -> bool:
     import onnxruntime_genai as og
 
     return bool(og.is_cuda_available())
 
 
-def machine_facts(threads: int) -> dict[str, Any]:
-    import torch
-
-    facts: dict[str, Any] = {
-        "cpu": cpu_model(),
-        "arch": platform.machine(),
-        "cpus": os.cpu_count(),
-        "loadAverage": load_average(),
-        "threads": threads,
-        "torchThreads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "libraries": library_versions(),
-    }
-    if cuda_available():
-        facts["gpu"] = torch.cuda.get_device_name(0)
-    return facts
-
-
-# ---- the adapter -----------------------------------------------------------------------------------------
-
-
-class QuietSink:
-    """The trainer's progress sink, discarding everything (the trainer logs what matters)."""
-
-    def progress(self, progress: dict[str, Any], final: bool = False) -> None:
-        pass
-
-    def metrics(self, metrics: dict[str, Any]) -> None:
-        pass
-
-    def checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        pass
-
-
-def training_config(base_dir: Path, run_dir: Path, smoke: bool) -> dict[str, Any]:
-    """A FineTuneJob spec that trains on local files into run_dir (no S3 anywhere)."""
-    return {
-        "spec": {
-            "baseModel": {"uri": str(base_dir)},
-            "dataset": {
-                "trainUri": str(DATA / "train.jsonl"),
-                "textTemplate": TEMPLATE,
-                "responseField": ANSWER_FIELD,
-                "seed": 42,
-            },
-            "method": "lora",
-            "lora": {
-                "r": 16,
-                "alpha": 32,
-                "dropout": 0.05,
-                "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj"],
-            },
-            "training": {
-                "maxSteps": 2 if smoke else 60,
-                "learningRate": 1e-3,
-                "lrScheduler": "linear",
-                "batchSize": 4 if smoke else 8,
-                "maxSeqLength": 64 if smoke else 128,
-                "precision": "fp32",
-                "gradientCheckpointing": False,
-                "seed": 42,
-            },
-            "resources": {"gpusPerNode": 0},
-            "output": {"uri": "s3://kubetune-bench/runs"},  # the run's root below is local instead
-        },
-        "run": {"name": "decode-bench", "namespace": "bench", "runId": "tone", "outputRoot": str(run_dir)},
-    }
-
-
-def train_adapter(base_dir: Path, workdir: Path, smoke: bool) -> Path:
-    """Train the tone adapter with the trainer's entrypoint; a run finished before in workdir is reused."""
-    from kubetune_api import parse_trainer_input
-    from kubetune_api.layout import ADAPTER_DIR
-    from kubetune_trainer.train import train
-
-    job = parse_trainer_input(training_config(base_dir, workdir / "run", smoke))
-    adapter = Path(job.run.layout.folder(ADAPTER_DIR))
-    if Path(job.run.layout.result).is_file():
-        print(f"reusing the adapter trained before in {adapter}", flush=True)
-        return adapter
-    start = time.perf_counter()
-    train(job, workdir / "train", QuietSink())
-    print(f"adapter trained in {time.perf_counter() - start:.1f} s", flush=True)
-    return adapter
-
-
-def base_model_dir(workdir: Path, smoke: bool) -> Path:
-    from devcluster import model
-
-    if smoke:
-        return model.write_tiny_llama(workdir / "tiny-llama")
-    return model.smollm2(verify=False)
-
-
-# ---- prompts ---------------------------------------------------------------------------------------------
-
-
-def held_out_prompts(tokenizer: Any) -> list[Prompt]:
-    from kubetune_api.v1alpha1 import DatasetSpec
-    from kubetune_trainer.data import read_rows
-    from kubetune_trainer.generation import prompts_from_rows
-
-    spec = DatasetSpec.model_validate(
-        {"trainUri": str(DATA / "train.jsonl"), "textTemplate": TEMPLATE, "responseField": ANSWER_FIELD}
-    )
-    return prompts_from_rows(spec, "text", tokenizer, read_rows(DATA / "eval.jsonl"))
+# ---- accuracy --------------------------------------------------------------------------------------------
 
 
 def first_word(answer: str) -> str:
@@ -483,14 +344,15 @@ def run(settings: Settings, workdir: Path, adapter: Path | None) -> Outcome:
 
     torch.set_num_threads(settings.threads)
     targets = [export_target(name, settings.int4_overrides) for name in settings.targets]
-    facts = machine_facts(settings.threads)
-    base_dir = base_model_dir(workdir, settings.smoke)
-    adapter = adapter or train_adapter(base_dir, workdir, settings.smoke)
+    facts = bench_common.machine_facts(settings.threads, LIBRARIES)
+    base_dir = bench_common.base_model_dir(workdir, settings.smoke)
+    job = bench_common.trainer_input(TASK, base_dir, workdir, settings.smoke)
+    adapter = adapter or bench_common.train_adapter(job, workdir)
     merged_dir = workdir / "merged"
     merged, tokenizer = merge_adapter(base_dir, adapter, merged_dir)
     eos = eos_ids(tokenizer, merged)
     del merged
-    held_out = held_out_prompts(tokenizer)
+    held_out = bench_common.held_out_prompts(job, tokenizer)
     prompts = held_out[: settings.prompts]
     rows = held_out[: settings.accuracy_rows]
 
@@ -504,7 +366,7 @@ def run(settings: Settings, workdir: Path, adapter: Path | None) -> Outcome:
         result.build_seconds = seconds
         measured.append(result)
         print(f"measured {target.name}", flush=True)
-    facts["loadAverageAtEnd"] = load_average()
+    facts["loadAverageAtEnd"] = bench_common.load_average()
     return Outcome(facts, measured, len(prompts), len(rows))
 
 
@@ -589,7 +451,7 @@ def key_value(text: str) -> tuple[str, Any]:
 
 
 def default_targets() -> tuple[str, ...]:
-    return CPU_TARGETS + (CUDA_TARGETS if cuda_available() and ort_cuda_available() else ())
+    return CPU_TARGETS + (CUDA_TARGETS if bench_common.cuda_available() and ort_cuda_available() else ())
 
 
 def parse_settings(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:

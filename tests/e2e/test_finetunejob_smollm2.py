@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ import yaml
 from kubernetes import client
 
 from devcluster import model, seed
+from devcluster.demo import download
 from e2e_support import EXAMPLES, StatusRecorder, apply_ftj, wait_phase
 from kubetune_api import RunLayout
 
@@ -34,17 +38,6 @@ TASKS = {
 
 def eval_rows(task: str) -> list[dict[str, str]]:
     return [json.loads(line) for line in (DATA / task / "eval.jsonl").read_text().splitlines()]
-
-
-def download_prefix(s3: Any, uri: str, target: Path) -> Path:
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    prefix = prefix.rstrip("/") + "/"
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            path = target / obj["Key"][len(prefix) :]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(bucket, obj["Key"], str(path))
-    return target
 
 
 def first_word(text: str) -> str:
@@ -107,8 +100,8 @@ def smollm2_runs(
     core.delete_namespace(namespace)
 
 
-def artifact(status: dict[str, Any], kind: str) -> dict[str, Any]:
-    [found] = [a for a in status["artifacts"] if a["kind"] == kind]
+def artifact(status: dict[str, Any], kind: str, target: str | None = "int4-cpu") -> dict[str, Any]:
+    [found] = [a for a in status["artifacts"] if a["kind"] == kind and a.get("target", target) == target]
     return found
 
 
@@ -144,7 +137,7 @@ def test_smollm2_learns_the_tone_task_and_its_int4_export_keeps_it(
 
     # Our own measurement of the promoted model agrees with the status.
     with tempfile.TemporaryDirectory() as tmp:
-        folder = download_prefix(s3, artifact(status, "onnx")["uri"], Path(tmp))
+        folder = download(s3, artifact(status, "onnx")["uri"], Path(tmp))
         assert abs(onnx_accuracy(folder, None, "tone") - figures["exactMatch"]) <= 0.05
 
     # TensorBoard event files and the manifest are under the run's prefix.
@@ -157,7 +150,7 @@ def test_smollm2_learns_the_tone_task_and_its_int4_export_keeps_it(
         "Contents", []
     )
     assert any("tfevents" in o["Key"] for o in listed), listed
-    assert artifact(status, "manifest")["uri"] == layout.manifest
+    assert artifact(status, "manifest", None)["uri"] == layout.manifest
 
 
 def onnx_accuracy(
@@ -201,18 +194,18 @@ def test_one_shared_base_serves_both_tasks_switching_adapters_per_request(
     # Built once: one job stored it, the other found it (whichever finished first).
     manifests = [
         json.loads(
-            s3.get_object(Bucket=smollm2_runs["bucket"], Key=artifact(s, "manifest")["uri"].split("/", 3)[3])[
-                "Body"
-            ].read()
+            s3.get_object(
+                Bucket=smollm2_runs["bucket"], Key=artifact(s, "manifest", None)["uri"].split("/", 3)[3]
+            )["Body"].read()
         )
         for s in statuses.values()
     ]
     assert sorted(m["targets"][0]["sharedBase"]["reused"] for m in manifests) == [False, True]
 
     with tempfile.TemporaryDirectory() as tmp:
-        base = download_prefix(s3, base_uri, Path(tmp) / "base")
+        base = download(s3, base_uri, Path(tmp) / "base")
         files = {
-            task: download_prefix(s3, artifact(s, "onnxAdapter")["uri"], Path(tmp) / task)
+            task: download(s3, artifact(s, "onnxAdapter")["uri"], Path(tmp) / task)
             for task, s in statuses.items()
         }
         og_model = og.Model(str(base))
@@ -228,3 +221,41 @@ def test_one_shared_base_serves_both_tasks_switching_adapters_per_request(
             assert accuracy >= 0.9 and abs(accuracy - reported) <= 0.05, (task, accuracy, reported)
         # Without an adapter the base is the base model: it does not know the tasks.
         assert onnx_accuracy(base, None, "tone", og_model) <= 0.2
+
+
+def test_each_target_of_a_run_is_built_measured_and_gated_on_its_own(smollm2_runs: dict[str, Any]) -> None:
+    status = smollm2_runs["ftjs"]["intent"]["status"]
+    assert status["phase"] == "Succeeded", status
+    targets = {t["name"]: t for t in status["exportTargets"]}
+    assert set(targets) == {"int4-cpu", "int8-cpu"} and {t["gate"] for t in targets.values()} == {"Passed"}
+    torch = status["metrics"]["evalTorchExactMatch"]
+    for name, target in targets.items():
+        figures = target["metrics"]
+        # Each within 2 points of PyTorch on every held-out row, merged and as base+adapter.
+        assert figures["exactMatch"] >= torch - 0.02 - 1e-9, (name, figures, torch)
+        assert figures["adapterExactMatch"] >= torch - 0.02 - 1e-9, (name, figures, torch)
+        onnx = artifact(status, "onnx", name)["uri"]
+        assert onnx.endswith(f"/onnx/{name}"), onnx
+    assert artifact(status, "onnxBase", "int4-cpu")["uri"] != artifact(status, "onnxBase", "int8-cpu")["uri"]
+
+
+def test_the_promoted_bundle_verifies_object_by_object(
+    smollm2_runs: dict[str, Any], cluster_env: dict[str, str]
+) -> None:
+    """The documented command checks every file the manifest lists (the shared base's too)."""
+    status = smollm2_runs["ftjs"]["tone"]["status"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubetune_trainer.bundle",
+            "verify",
+            artifact(status, "manifest", None)["uri"],
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **cluster_env},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 problems" in result.stdout, result.stdout

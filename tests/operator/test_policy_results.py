@@ -168,3 +168,17 @@ def test_summarised_artifacts_are_kept_and_a_listed_record_is_not_repeated() -> 
         ("manifest", manifest, None),
     ]
     assert results.truncation_notes(seen.trainer) == []  # the trainer's own result was whole
+
+
+def test_export_targets_come_from_the_export_document() -> None:
+    targets = [
+        {"name": "int4-cpu", "gate": "Passed", "metrics": {"exactMatch": 0.95, "parity": 1.0}},
+        {"name": "int8-cpu", "gate": "None", "metrics": {}},
+        {"name": "bad", "gate": "Maybe"},  # not a verdict this version knows: left out, still in S3
+    ]
+    message = json.dumps({"metrics": {}, "artifacts": [ONNX], "targets": targets})
+    parsed = results.export_targets(observed(tiny(), T_COMPLETE, exporter_with(message)).exporter)
+    assert [(t.name, t.gate.value, t.metrics) for t in parsed] == [
+        ("int4-cpu", "Passed", {"exactMatch": 0.95, "parity": 1.0}),
+        ("int8-cpu", "None", {}),
+    ]

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from child_cases import (
+    E_GATE_FAILED,
     NOW,
     STALE_RUN,
     STARTED,
@@ -75,10 +76,10 @@ class FakeWriter:
 
 
 def run_pass(
-    ftj: FineTuneJob, trainer: Child | None
+    ftj: FineTuneJob, trainer: Child | None, exporter: Child | None = None
 ) -> tuple[list[tuple[str, ...]], list[str], list[tuple[FineTuneJobStatus, bool]]]:
     children, writer = FakeChildren(), FakeWriter()
-    result = Reconciler(children, writer, clock=lambda: NOW).reconcile(ftj, observed(ftj, trainer, None))  # type: ignore[arg-type]
+    result = Reconciler(children, writer, clock=lambda: NOW).reconcile(ftj, observed(ftj, trainer, exporter))  # type: ignore[arg-type]
     return children.calls, [e.reason for e in result.events], writer.writes
 
 
@@ -136,3 +137,14 @@ def test_a_lost_checkpoint_is_a_warning_event_once() -> None:
     seen = tiny(set_("status.runId", ftj.spec_hash()), set_("status.lostCheckpoints", 1))
     _, again, _ = run_pass(seen, with_run(lost, ftj.spec_hash()))
     assert "CheckpointLost" not in again
+
+
+def test_a_missed_quality_gate_is_a_warning_event_once() -> None:
+    ftj = tiny()
+    _, events, writes = run_pass(ftj, T_COMPLETE, E_GATE_FAILED)
+    assert events.count("QualityGateFailed") == 1 and "Failed" in events
+    exported = writes[-1][0].condition("Exported")
+    assert exported is not None and exported.reason == "QualityGateFailed"
+    seen = tiny(set_("status", writes[-1][0].to_k8s()))
+    _, again, _ = run_pass(seen, T_COMPLETE, E_GATE_FAILED)
+    assert again == []
