@@ -133,7 +133,7 @@ def pytorch_reference(job: TrainerInput, weights: Weights, workdir: Path) -> tup
     return reference, time.perf_counter() - start
 
 
-def timed_build(build: Any, *args: Any) -> tuple[Path, float]:
+def timed_build(build: Callable[..., Path], *args: Any) -> tuple[Path, float]:
     start = time.perf_counter()
     path = build(*args)
     return path, time.perf_counter() - start
@@ -282,9 +282,10 @@ def describe(setting: Setting) -> str:
     if target.precision != "int4":
         return target.precision
     i = target.int4
-    return (
+    fields = (
         f"int4 {i.algorithm} block {i.block_size}, lastMatmul {i.last_matmul}, mixedLayers {i.mixed_layers}"
     )
+    return fields if setting.int4 else f"{fields} (the API's default)"
 
 
 COLUMNS = (
@@ -369,33 +370,20 @@ def names(text: str, known: dict[str, Any], what: str) -> tuple[str, ...]:
 
 
 def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
-    epilog = "settings:\n" + "\n".join(f"  {s.name:<26} {s.precision} {s.int4 or ''}" for s in SETTINGS)
+    epilog = "settings:\n" + "\n".join(f"  {s.name:<26} {describe(s)}" for s in SETTINGS)
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").splitlines()[0],
         epilog=epilog,
         formatter_class=argparse.RawTextHelpFormatter,
     )
     add = parser.add_argument
-    add(
-        "--tasks",
-        type=lambda t: names(t, bench_common.TASKS, "task"),
-        help="comma-separated (default tone,intent)",
-    )
+    add("--tasks", type=lambda t: names(t, bench_common.TASKS, "task"), help="comma-separated (default all)")
     add("--settings", type=lambda t: names(t, SETTINGS_BY_NAME, "setting"),
         help=f"comma-separated names (default all; smoke {','.join(SMOKE_SETTINGS)})")  # fmt: skip
     add("--workdir", type=Path, help="where adapters are trained and models built (default: a temp dir)")
-    add(
-        "--tolerance-points",
-        type=float,
-        default=TOLERANCE_POINTS,
-        help="the most exact match a setting may lose",
-    )
+    add("--tolerance-points", type=float, default=TOLERANCE_POINTS, help="the most a setting may lose")
     add("--json", type=Path, help="also write the results to this file")
-    add(
-        "--smoke",
-        action="store_true",
-        help="tiny random Llama, 2 training steps, 2 held-out rows, 2 settings",
-    )
+    add("--smoke", action="store_true", help="tiny random Llama, 2 steps, 2 held-out rows, 2 settings")
     args = parser.parse_args(argv)
     settings = args.settings or (SMOKE_SETTINGS if args.smoke else tuple(SETTINGS_BY_NAME))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubetune-int4-settings-"))

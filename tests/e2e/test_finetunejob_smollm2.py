@@ -26,7 +26,8 @@ from devcluster.demo import download
 from e2e_support import EXAMPLES, StatusRecorder, apply_ftj, wait_phase
 from kubetune_api import RunLayout
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+# Two SmolLM2 trainings and their exports, measured on every held-out row: longer than the default limit.
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 DATA = seed.DATASETS_DIR
 TASKS = {

@@ -30,6 +30,8 @@ def test_configmap_holds_the_trainer_input() -> None:
         run_id=ftj.spec_hash(),
         # Each spec revision of each FineTuneJob gets its own prefix under spec.output.uri.
         output_root=f"s3://kubetune-dev/runs/tiny/{NAMESPACE}/tiny/{ftj.spec_hash()}",
+        # Shared by every job writing under spec.output.uri (export.sharedBaseUri unset).
+        shared_bases_root="s3://kubetune-dev/runs/tiny/onnx-bases",
     )
     assert read_back.spec.spec_hash() == ftj.spec_hash()
     # Unset fields are left out rather than written as null.
