@@ -187,7 +187,6 @@ def run_task(task: bench_common.Task, base_dir: Path, options: Options) -> dict[
     if not reference.prompts:
         raise SystemExit(f"{task.name}: no held-out rows to measure on (export.evalSamples is 0)")
     torch_exact = reference.torch_metrics["exactMatch"]
-    generated = sum(len(tokens) for tokens in reference.torch_tokens)
     print(
         f"{task.name}: PyTorch fp32 exact match {torch_exact:.3f} on {len(reference.prompts)} rows",
         flush=True,
@@ -205,11 +204,7 @@ def run_task(task: bench_common.Task, base_dir: Path, options: Options) -> dict[
         "heldOutRows": len(reference.prompts),
         "maxNewTokens": job.spec.export.max_new_tokens,
         "parityTokens": job.spec.export.parity_tokens,
-        "pytorch": {
-            **reference.torch_metrics,
-            "seconds": round(seconds, 2),
-            "decodeTokensPerSecond": round(generated / seconds, 1) if seconds > 0 else 0.0,
-        },
+        "pytorch": {**reference.torch_metrics, "seconds": round(seconds, 2)},
         "rows": setting_rows(options.settings, measure, torch_exact),
     }
 
@@ -320,7 +315,7 @@ def print_task(task: dict[str, Any]) -> None:
     torch_figures = task["pytorch"]
     print(
         f"\n{task['task']} ({task['example']}): PyTorch fp32 exact match {torch_figures['exactMatch']:.3f} "
-        f"on {task['heldOutRows']} held-out rows, {torch_figures['decodeTokensPerSecond']:.1f} tok/s; "
+        f"on {task['heldOutRows']} held-out rows ({torch_figures['seconds']:.1f} s); "
         "pair: the shared base + .onnx_adapter"
     )
     print(aligned([title for title, _, _, _ in COLUMNS]))

@@ -49,7 +49,9 @@ def check_row(row: dict[str, Any], torch_exact: float) -> None:
     for share in ("exactMatch", "adapterExactMatch", "parityTokenAgreement", "adapterParityTokenAgreement"):
         assert 0 <= metrics[share] <= 1
     assert row["buildSeconds"] > 0 and row["adapterBuildSeconds"] > 0
-    assert row["exactMatchDeltaPoints"] == pytest.approx(100 * (metrics["exactMatch"] - torch_exact), abs=0.01)
+    assert row["exactMatchDeltaPoints"] == pytest.approx(
+        100 * (metrics["exactMatch"] - torch_exact), abs=0.01
+    )
     assert row["adapterExactMatchDeltaPoints"] == pytest.approx(
         100 * (metrics["adapterExactMatch"] - torch_exact), abs=0.01
     )
@@ -154,7 +156,10 @@ def test_within_tolerance_needs_every_task_and_counts_a_gain_as_within() -> None
         ]
         return {"rows": rows}
 
-    tasks = [task(a=(0.0, -2.0), b=(-2.5, 0.0), c=(5.0, 2.5)), task(a=(-2.0, 0.0), b=(0.0, 0.0), c=(0.0, -2.78))]
+    tasks = [
+        task(a=(0.0, -2.0), b=(-2.5, 0.0), c=(5.0, 2.5)),
+        task(a=(-2.0, 0.0), b=(0.0, 0.0), c=(0.0, -2.78)),
+    ]
 
     assert bench.within_tolerance(tasks, 2.0) == {"merged": ["a", "c"], "pair": ["a", "b"], "both": ["a"]}
 
