@@ -92,6 +92,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("kquant-bs32", "int4", int4_fields("k_quant", 32)),
     Setting("kquant-bs32-last8", "int4", int4_fields("k_quant", 32, last_matmul="int8")),
     Setting("kquant-bs32-last8-mixed8", "int4", int4_fields("k_quant", 32, last_matmul="int8", mixed="int8")),
+    Setting("kquant-bs16-last8", "int4", int4_fields("k_quant", 16, last_matmul="int8")),
     Setting("kquant-bs16-last8-mixed8", "int4", int4_fields("k_quant", 16, last_matmul="int8", mixed="int8")),
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}

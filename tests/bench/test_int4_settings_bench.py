@@ -105,6 +105,7 @@ def test_settings_table_names_the_asked_for_int4_settings() -> None:
         "kquant-bs32": ("k_quant", 32, "int4", "int4"),
         "kquant-bs32-last8": ("k_quant", 32, "int8", "int4"),
         "kquant-bs32-last8-mixed8": ("k_quant", 32, "int8", "int8"),
+        "kquant-bs16-last8": ("k_quant", 16, "int8", "int4"),
         "kquant-bs16-last8-mixed8": ("k_quant", 16, "int8", "int8"),
         "rtn-bs16-last8-mixed8": ("rtn", 16, "int8", "int8"),
     }
