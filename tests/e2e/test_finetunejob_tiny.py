@@ -68,9 +68,12 @@ def test_tiny_job_trains_exports_and_reports(
     raw = s3.get_object(Bucket=manifest_bucket, Key=manifest_key)["Body"].read()
     assert hashlib.sha256(raw).hexdigest() == kinds["manifest"]["sha256"]
     manifest = json.loads(raw)
-    assert {"adapter", "merged", "onnx"} <= manifest["files"].keys(), manifest["files"].keys()
-    files = [entry for group in manifest["files"].values() for entry in group]
-    assert any(f["uri"].endswith("/onnx/model.onnx") for f in files), files
+    assert manifest["schemaVersion"] == "kubetune.dev/manifest/v1" and manifest["promoted"] is True
+    recorded = {a["kind"] for a in manifest["artifacts"]}
+    assert {"adapter", "merged", "onnx"} <= recorded, recorded
+    files = [entry for artifact in manifest["artifacts"] for entry in artifact["files"]]
+    # One folder per export target: the example's is fp32 on cpu.
+    assert any(f["uri"].endswith("/onnx/fp32-cpu/model.onnx") for f in files), files
     for entry in files:
         bucket, key = s3_location(entry["uri"])
         data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()

@@ -126,19 +126,20 @@ def test_qlora_4bit_run_exports_to_onnx(qlora_4bit_run: dict[str, Any]) -> None:
 
     from kubetune_trainer.export import export
 
-    manifest = export(qlora_4bit_run["job"], qlora_4bit_run["root"] / "work")
+    manifest = export(qlora_4bit_run["job"], qlora_4bit_run["root"] / "work").manifest
     out = qlora_4bit_run["root"] / "out"
-    og.Model(str(out / "onnx"))  # loads in ONNX Runtime GenAI
+    og.Model(str(out / "onnx" / "fp32-cpu"))  # loads in ONNX Runtime GenAI
     # The adapter was merged into the fp32 base: plain float weights, no bitsandbytes state.
     merged_config = json.loads((out / "merged" / "config.json").read_text())
     assert "quantization_config" not in merged_config
-    assert manifest["method"] == "qlora"
-    assert manifest["quantization"] == {
+    assert manifest.method == "qlora"
+    assert manifest.quantization == {
         "bits": 4,
         "quantType": "nf4",
         "doubleQuant": True,
         "computeDtype": "bf16",
     }
-    parity = manifest["parity"]
-    print(f"export: {manifest['export']['timings']}, parity {parity}")
-    assert parity["prompts"] == 4 and parity["parity"] >= 0.75 and parity["tokenizerAgreement"] == 1.0
+    figures = manifest.targets[0].metrics
+    print(f"export: {manifest.export['timings']}, figures {figures}")
+    assert manifest.export["evalRows"] == 4
+    assert figures["parity"] >= 0.75 and figures["tokenizerAgreement"] == 1.0

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from kubetune_api import TrainerInput
-from kubetune_api.layout import MANIFEST_FILE
 
 TONE_DIR = Path(__file__).resolve().parents[2] / "examples" / "data" / "tone"
 TONE_TEMPLATE = "Phrase: {phrase}\nTone: {tone}"
@@ -73,20 +72,21 @@ def test_full_fine_tune_exports_from_its_model(full_run: dict) -> None:
     from kubetune_trainer.manifest import result_document
 
     work = full_run["root"] / "work"
-    manifest = export(full_run["job"], work)
+    done = export(full_run["job"], work)
+    manifest = done.manifest
     out = full_run["root"] / "out"
-    og.Model(str(out / "onnx"))
+    og.Model(str(out / "onnx" / "fp32-cpu"))
     assert not (out / "merged").exists()
-    assert manifest["method"] == "full" and manifest["lora"] is None and manifest["quantization"] is None
-    assert set(manifest["files"]) == {"model", "onnx"}
-    assert manifest["metrics"]["steps"] == 30
-    assert manifest["parity"]["parity"] == 1.0
-    kinds = {
-        a["kind"]: a["uri"]
-        for a in json.loads(result_document(full_run["job"], manifest, work / "export" / MANIFEST_FILE))[
-            "artifacts"
-        ]
-    }
+    assert manifest.method == "full" and manifest.lora is None and manifest.quantization is None
+    # The fine-tuned model is reported as merged weights; no base was read, so no base digest.
+    assert {a.kind.value for a in manifest.artifacts} == {"merged", "onnx"}
+    assert manifest.base_model.sha256 is None
+    assert manifest.metrics["steps"] == 30
+    assert manifest.targets[0].metrics["parity"] == 1.0
+    document = json.loads(
+        result_document(full_run["job"], manifest, done.manifest_file, done.manifest_uri, done.metrics)
+    )
+    kinds = {a["kind"]: a["uri"] for a in document["artifacts"]}
     assert kinds["merged"] == f"{out}/model" and set(kinds) == {"merged", "onnx", "manifest"}
 
 

@@ -112,9 +112,9 @@ def test_every_model_load_and_save_is_safetensors() -> None:
 
 
 def test_the_onnx_builder_never_runs_remote_code(tmp_path: Path) -> None:
-    from kubetune_api.v1alpha1 import OnnxExportSpec
+    from kubetune_api.v1alpha1 import ExportTarget
     from kubetune_trainer.onnx_build import builder_arguments
 
-    args = builder_arguments(OnnxExportSpec(), tmp_path, tmp_path / "o", tmp_path / "c", ("adapter_path=/a",))
+    args = builder_arguments(ExportTarget(), tmp_path, tmp_path / "o", tmp_path / "c", ("adapter_path=/a",))
     extra = args[args.index("--extra_options") + 1 :]
     assert "hf_remote=false" in extra and "hf_token=false" in extra

@@ -44,14 +44,16 @@ def test_train_and_export_through_s3(
     )
     metrics = train(job, tmp_path / "train", JsonFileSink(tmp_path / "progress.jsonl"))
     assert metrics["steps"] == 5 and metrics["evalSamples"] == 24
-    manifest = export(job, tmp_path / "export")
+    manifest = export(job, tmp_path / "export").manifest
 
     stored = json.loads(storage.download(f"{root}/runs/tone/manifest.json", tmp_path / "m").read_text())
-    assert stored["specHash"] == manifest["specHash"] == job.spec.spec_digest()
+    assert stored["specHash"] == manifest.spec_hash == job.spec.spec_digest()
     location = parse_uri(f"{root}/runs/tone/")
     assert isinstance(location, S3Location)
     keys = set(storage.list_keys(location))
-    for group in ("adapter", "merged", "onnx"):
-        for entry in stored["files"][group]:
-            assert entry["uri"].startswith(f"{root}/runs/tone/{group}/")
+    folders = {a["kind"]: a for a in stored["artifacts"]}
+    for kind, folder in (("adapter", "adapter"), ("merged", "merged"), ("onnx", "onnx/fp32-cpu")):
+        assert folders[kind]["uri"] == f"{root}/runs/tone/{folder}"
+        for entry in folders[kind]["files"]:
+            assert entry["uri"].startswith(f"{root}/runs/tone/{folder}/")
             assert entry["uri"].removeprefix(f"s3://{s3_env}/") in keys
