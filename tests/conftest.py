@@ -6,6 +6,7 @@ must not pass without it.
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from devcluster import s3 as s3_server
 from devcluster import seed, settings
 from support import Secret, masked
 
@@ -25,7 +27,17 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: 
 
 
 @pytest.fixture(scope="session")
-def cluster_env() -> dict[str, str]:
+def cluster_env() -> Iterator[dict[str, str]]:
+    """The cluster's settings. At the end of the session what the session wrote to S3 is deleted, or
+    every suite run would leave gigabytes of exported models in the local S3."""
+    started = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=5)
+    env = _answering_cluster_env()
+    yield env
+    seed.delete_written_since(seed.s3_client(env), env["KUBETUNE_S3_BUCKET"], started)
+    s3_server.reclaim_deleted_space(settings.load_ports())
+
+
+def _answering_cluster_env() -> dict[str, str]:
     try:
         # The S3 secret key becomes a Secret: no failure output (locals with -l, a failed assert) shows it.
         env = masked(settings.cluster_env())

@@ -8,6 +8,7 @@ import secrets
 import shutil
 import string
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,10 @@ def check_auth_enforced(endpoint: str, credentials: tuple[str, str]) -> None:
             return
         raise RuntimeError(f"S3 answered a wrong secret with {status} {code}, expected 403") from e
     raise RuntimeError("S3 accepted a request signed with a wrong secret: authentication is not enforced")
+
+
+def reclaim_deleted_space(ports: settings.Ports) -> None:
+    """Asks the master to compact volumes now: SeaweedFS frees a deleted object's bytes only then."""
+    url = f"http://127.0.0.1:{ports.weed_master}/vol/vacuum?garbageThreshold=0.01"
+    with urllib.request.urlopen(url, timeout=300) as response:
+        response.read()

@@ -3,6 +3,7 @@ Secret, a base model folder and the demo dataset. Used by `hack/demo` and the en
 
 from __future__ import annotations
 
+import datetime
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,19 @@ def upload_dataset(s3: Any, bucket: str, task: str = "tone") -> None:
     """examples/data/<task>/{train,eval}.jsonl to s3://<bucket>/datasets/<task>/."""
     for name in ("train.jsonl", "eval.jsonl"):
         s3.upload_file(str(DATASETS_DIR / task / name), bucket, f"datasets/{task}/{name}")
+
+
+def delete_written_since(s3: Any, bucket: str, since: datetime.datetime) -> int:
+    """Deletes the objects written at or after `since`: what a test session left in the bucket."""
+    doomed = [
+        {"Key": obj["Key"]}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for obj in page.get("Contents", [])
+        if obj["LastModified"] >= since
+    ]
+    for start in range(0, len(doomed), 1000):  # the most one DeleteObjects call takes
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed[start : start + 1000], "Quiet": True})
+    return len(doomed)
 
 
 def main() -> int:

@@ -235,6 +235,35 @@ def test_ttl_after_finished_removes_a_finished_job(batch: client.BatchV1Api, nam
     wait_for(gone, 90, "the TTL-after-finished controller to delete the Job")
 
 
+def test_a_finished_pods_volumes_and_a_deleted_pods_folder_are_removed(
+    core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str
+) -> None:
+    """A kubelet's housekeeping: without it, every export Job's scratch volume stays on disk."""
+    from devcluster import settings
+
+    script = """
+        open("/scratch/big", "wb").write(b"x" * 1024 * 1024)
+        print("wrote the scratch file")
+    """
+    job = python_job(
+        "scratchy",
+        script,
+        volumes=[{"name": "scratch", "emptyDir": {}}],
+        mounts=[{"name": "scratch", "mountPath": "/scratch"}],
+    )
+    batch.create_namespaced_job(namespace, job)
+    wait_for(lambda: job_condition(batch, namespace, "scratchy", "Complete"), 120, "the Job to complete")
+    (pod,) = job_pods(core, namespace, "scratchy")
+    pods_dir = settings.paths().nodeagent_state / "pods"
+    (folder,) = [d for d in pods_dir.iterdir() if d.name.endswith(pod.metadata.uid)]
+
+    wait_for(lambda: not (folder / "volumes").exists(), 30, "the finished pod's volumes to be removed")
+    assert "wrote the scratch file" in core.read_namespaced_pod_log(pod.metadata.name, namespace)
+
+    batch.delete_namespaced_job("scratchy", namespace, propagation_policy="Foreground")
+    wait_for(lambda: not folder.exists(), 60, "the deleted pod's folder to be removed")
+
+
 def test_pod_acts_as_its_service_account_and_rbac_is_enforced(
     core: client.CoreV1Api, batch: client.BatchV1Api, rbac: client.RbacAuthorizationV1Api, namespace: str
 ) -> None:

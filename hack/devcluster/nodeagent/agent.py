@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -201,6 +202,7 @@ class NodeAgent:
         listing = self.core.list_pod_for_all_namespaces(_preload_content=False)
         body = json.loads(listing.data)  # type: ignore[attr-defined]  # raw response (no preload)
         self._track_named_pods(body["items"], listing=True)
+        self._remove_orphaned_pod_dirs(body["items"])
         for pod in body["items"]:
             self._on_pod("ADDED", pod, initial=True)
         for event in self._events(self.core.list_pod_for_all_namespaces, body):
@@ -216,9 +218,14 @@ class NodeAgent:
             runner = self.runners.get(uid)
         if event_type == "DELETED":
             if runner is not None:
+                runner.forgotten.set()
                 runner.stop(grace_seconds=0)
                 with self._lock:
                     self.runners.pop(uid, None)
+                if not runner.is_alive():
+                    shutil.rmtree(runner.dir, ignore_errors=True)
+            else:
+                self._remove_pod_dirs({uid})
             return
         deleting = meta.get("deletionTimestamp") is not None
         if runner is not None:
@@ -245,6 +252,33 @@ class NodeAgent:
         runner.start()
         if deleting:
             runner.stop(float(meta.get("deletionGracePeriodSeconds") or 0))
+
+    def _pod_dirs(self) -> dict[str, Path]:
+        """Pod folders by uid; a folder is named namespace_name_uid."""
+        root = self.state_dir / "pods"
+        return {d.name.rsplit("_", 1)[-1]: d for d in root.iterdir()} if root.is_dir() else {}
+
+    def _remove_pod_dirs(self, uids: set[str]) -> None:
+        for uid, folder in self._pod_dirs().items():
+            if uid in uids:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _remove_orphaned_pod_dirs(self, listed: list[dict[str, Any]]) -> None:
+        """A kubelet's housekeeping: folders of pods deleted while no watch saw it (the agent was
+        down, or the watch re-listed) would otherwise fill the disk with their volumes and logs."""
+        live = {p["metadata"]["uid"] for p in listed}
+        with self._lock:
+            live |= set(self.runners)
+        folders = self._pod_dirs()
+        orphaned = set(folders) - live
+        if orphaned:
+            log.info("removing the folders of %d deleted pods", len(orphaned))
+            self._remove_pod_dirs(orphaned)
+        for pod in listed:
+            finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+            folder = folders.get(pod["metadata"]["uid"])
+            if finished and folder is not None:
+                shutil.rmtree(folder / "volumes", ignore_errors=True)
 
     @staticmethod
     def _was_started(status: dict[str, Any]) -> bool:

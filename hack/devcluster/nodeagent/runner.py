@@ -95,6 +95,8 @@ class PodRunner(threading.Thread):
         self.start_time = now()
         self.initialized = not self.init_containers
         self._stop_requested = threading.Event()
+        # Set when the pod object is gone: the runner then removes the pod's folder, logs included.
+        self.forgotten = threading.Event()
         self._grace_s = 30.0
         self._exits: queue.Queue[ContainerState] = queue.Queue()
         self._status_lock = threading.Lock()
@@ -134,8 +136,13 @@ class PodRunner(threading.Thread):
             self._kill_all()
             for c in self.all_containers():
                 process.remove_cgroup(c.cgroup)
+            # As a kubelet does by default: a terminated pod's emptyDir volumes go; its logs stay
+            # until the pod object is deleted.
+            shutil.rmtree(self.dir / "volumes", ignore_errors=True)
             if self._stop_requested.is_set():
                 self._confirm_deletion()
+            if self.forgotten.is_set():
+                shutil.rmtree(self.dir, ignore_errors=True)
 
     def _run(self) -> None:
         self._push_status()
@@ -414,7 +421,6 @@ class PodRunner(threading.Thread):
         except ApiException as e:
             if e.status not in (404, 409):
                 log.warning("pod %s/%s: delete failed: %s", self.namespace, self.pod_name, e.reason)
-        shutil.rmtree(self.dir / "volumes", ignore_errors=True)
 
     # ---- status -------------------------------------------------------------------------
     def _push_status(self, message: str | None = None) -> None:
