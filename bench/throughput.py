@@ -1,15 +1,16 @@
-"""Training throughput: a plain HF Trainer + PEFT baseline (texts padded to maxSeqLength) against
-Kubetune's trainer path with packing (padding-free rows, positions restarting per example), in one run.
+"""Training throughput against what users pick instead, side by side in one run, with each case's MFU.
 
-    PYTHONPATH=hack uv run python bench/throughput.py [--model smollm2|tiny] [--steps 10] [--warmup 2]
+    PYTHONPATH=hack uv run python bench/throughput.py                  # both workloads, every case
+    PYTHONPATH=hack uv run python bench/throughput.py --model tiny --cases hf-dynamic,trl,kubetune --steps 2
 
-Both cases train the same model on the same rows (examples/data/tone/train.jsonl, rendered with
-"Phrase: {phrase}\\nTone: {tone}") for the same number of optimizer steps: LoRA r=16 alpha=32 on
-q/k/v/o_proj, batch 8, fp32, learning rate 2e-4, seed 42. Each case runs in its own process (so peak RSS
-is its own). Real tokens are counted from each batch the model sees: the attention mask's ones
-(baseline) or the rows' unpadded lengths (packing). Only the steps after the warm-up are timed.
+Cases (each in its own process, so peak RSS is its own): HF Trainer + PEFT with dynamic padding, TRL's
+SFTTrainer with packing and padding_free, Olive's `olive finetune` in its own environment (made on first
+use with uv, at this project's torch/transformers/peft/accelerate versions), and Kubetune (with and
+without its speed-ups: kubetune-plain). Workloads: bench/workloads.py. Settings: bench/train_cases.py.
 
-Prints real tokens/s, seconds per step and peak RSS for both, and the ratio (goal: >= 2).
+Before the cases, a matmul microbenchmark measures the machine's peak at the training dtype; each case's
+MFU is its model FLOPs per real token (bench/flops.py) x real tokens/s / that peak. Prints one table per
+workload and Kubetune's ratio to the best baseline; --json writes every figure and loss curve.
 """
 
 from __future__ import annotations
@@ -18,28 +19,37 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
-import time
+from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
 
-TEMPLATE = "Phrase: {phrase}\nTone: {tone}"
-DATA = REPO / "examples" / "data" / "tone" / "train.jsonl"
-MAX_SEQ_LENGTH = 128
-BATCH = 8
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
-CASES = ("baseline", "kubetune")
+import flops  # noqa: E402  (bench/ is on sys.path when a script in it runs)
+import train_cases  # noqa: E402
+import workloads  # noqa: E402
 
-if TYPE_CHECKING:
-    from kubetune_api import FineTuneJobSpec
+CASES = ("hf-dynamic", "trl", "olive", "kubetune-plain", "kubetune")
+BASELINES = ("hf-dynamic", "trl", "olive")
+OLIVE_VERSION = "0.13.0"
+# Olive imports these without declaring them; the rest is pinned to this project's versions.
+OLIVE_EXTRA = ("requests", "datasets")
+OLIVE_SAME_AS_PROJECT = ("torch", "transformers", "peft", "accelerate")
+OLIVE_ENV = Path(os.environ.get("KUBETUNE_CACHE", Path.home() / ".cache/kubetune")) / "bench" / "olive-venv"
+LABELS = {
+    "hf-dynamic": "HF Trainer + PEFT, dynamic padding",
+    "trl": "TRL SFTTrainer, packing + padding_free",
+    "olive": f"Olive {OLIVE_VERSION} olive finetune",
+    "kubetune-plain": "Kubetune, packing, no speed-ups",
+    "kubetune": "Kubetune",
+}
 
 
 def model_dir(name: str) -> Path:
@@ -50,195 +60,149 @@ def model_dir(name: str) -> Path:
     return model.write_tiny_llama(Path(tempfile.mkdtemp(prefix="bench-tiny-")))
 
 
-class Timer:
-    """A TrainerCallback-compatible timer of the steps after the warm-up."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
-        self.start = 0.0
-        self.end = 0.0
-
-    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.global_step == self.warmup:
-            self.start = time.perf_counter()
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.end = time.perf_counter()
+def olive_python() -> Path:
+    """Olive's own environment: a uv venv beside this project's caches, made once."""
+    python = OLIVE_ENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run(["uv", "venv", "--quiet", "--python", sys.executable, str(OLIVE_ENV)], check=True)
+        pins = [f"{name}=={metadata.version(name)}" for name in OLIVE_SAME_AS_PROJECT]
+        packages = [f"olive-ai[finetune]=={OLIVE_VERSION}", *OLIVE_EXTRA, *pins]
+        subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(python), *packages], check=True)
+    return python
 
 
-class Counting:
-    """Wraps a collator, recording the real tokens of every batch it builds (one batch per step)."""
-
-    def __init__(self, collate: Any, count: Any) -> None:
-        self.collate, self.count = collate, count
-        self.tokens: list[int] = []
-
-    def __call__(self, examples: list[Any]) -> dict[str, Any]:
-        batch = self.collate(examples)
-        self.tokens.append(int(self.count(batch)))
-        return batch
-
-
-def job_spec(folder: Path, total_steps: int) -> FineTuneJobSpec:
-    """The FineTuneJob spec of the Kubetune case: the baseline's settings, with packing."""
-    from kubetune_api import FineTuneJobSpec
-
-    return FineTuneJobSpec.model_validate(
-        {
-            "baseModel": {"uri": str(folder)},
-            "dataset": {"trainUri": str(DATA), "textTemplate": TEMPLATE},
-            "method": "lora",
-            "lora": {"r": 16, "alpha": 32, "targetModules": TARGETS},
-            "training": {
-                "maxSteps": total_steps,
-                "batchSize": BATCH,
-                "maxSeqLength": MAX_SEQ_LENGTH,
-                "learningRate": 2e-4,
-                "packing": True,
-                "seed": 42,
-                "precision": "fp32",
-                "gradientCheckpointing": False,  # as the baseline
-                "loggingSteps": 1,
-            },
-            "resources": {"gpusPerNode": 0},
-            "output": {"uri": "s3://kubetune-bench/runs"},  # never written: only the arguments are built
-        }
-    )
+def olive_command(
+    workload: workloads.Workload, folder: Path, work: Path, steps: int, warmup: int
+) -> list[str]:
+    data = workload.write_jsonl(work / f"{workload.name}.jsonl")
+    text = ["--text_template", workload.template] if workload.template else ["--use_chat_template"]
+    lora = train_cases.LORA
+    return [
+        str(olive_python()),
+        str(Path(__file__).parent / "olive_case.py"),
+        f"--steps={steps}",
+        f"--warmup={warmup}",
+        "--",
+        *["-m", str(folder), "-d", "json", "--data_files", str(data), "--train_split", "train", *text],
+        *["--max_seq_len", str(train_cases.MAX_SEQ_LENGTH), "--batch_size", str(train_cases.BATCH)],
+        *["--method", "lora", "--lora_r", str(lora["r"]), "--lora_alpha", str(lora["alpha"])],
+        *["--target_modules", ",".join(lora["targets"]), "--torch_dtype", "float32"],
+        *["--learning_rate", str(train_cases.LEARNING_RATE), "--seed", str(train_cases.SEED)],
+        # Olive's default turns gradient checkpointing on; off is its fastest setting.
+        *["--logging_steps", "1", "--gradient_checkpointing", "False"],
+        *["-o", str(work / "olive-out"), "--disable_telemetry", "--log_level", "3"],
+    ]
 
 
-def run_case(case: str, folder: Path, steps: int, warmup: int) -> dict[str, Any]:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        DataCollatorForLanguageModeling,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-    )
+def run_child(cmd: list[str]) -> dict[str, Any]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"{' '.join(cmd[:4])}... failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    return dict(json.loads(lines[-1].removeprefix("RESULT ")))
 
-    from kubetune_trainer.data import REAL_TOKENS, PackingCollator, encode_rows, read_rows
-    from kubetune_trainer.hf_trainer import KubetuneTrainer
-    from kubetune_trainer.peft_config import to_lora_config, to_training_arguments
-    from kubetune_trainer.train import set_kv_cache
 
-    torch.manual_seed(42)
+def run_case(case: str, workload: str, folder: Path, steps: int, warmup: int) -> dict[str, Any]:
+    if case == "olive":
+        work = Path(tempfile.mkdtemp(prefix="bench-olive-"))
+        return run_child(olive_command(workloads.load(workload), folder, work, steps, warmup))
+    own = [f"--case={case}", f"--workload={workload}", f"--model-dir={folder}", f"--steps={steps}"]
+    own += [f"--warmup={warmup}", f"--max-seq-length={train_cases.MAX_SEQ_LENGTH}"]
+    return run_child([sys.executable, __file__, *own])
+
+
+def flops_per_token(folder: Path, workload: workloads.Workload) -> float:
+    """LoRA FLOPs per real token of this workload's examples (their average attention context)."""
+    from transformers import AutoConfig, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    rows = read_rows(DATA)
-    total_steps = warmup + steps
-    out = Path(tempfile.mkdtemp(prefix=f"bench-{case}-"))
-    timer = type("StepTimer", (Timer, TrainerCallback), {})(warmup)
-
-    if case == "baseline":
-        # The common recipe: tokenize with padding="max_length", the LM collator masks padding labels.
-        texts = [TEMPLATE.format_map(row) for row in rows]
-        encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=MAX_SEQ_LENGTH)
-        dataset = [
-            {"input_ids": ids, "attention_mask": mask}
-            for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"], strict=True)
-        ]
-        collator = Counting(
-            DataCollatorForLanguageModeling(tokenizer, mlm=False), lambda b: b["attention_mask"].sum()
-        )
-        lora = LoraConfig(
-            task_type="CAUSAL_LM", r=16, lora_alpha=32, lora_dropout=0.05, target_modules=TARGETS
-        )
-        model = get_peft_model(model, lora)
-        args = TrainingArguments(
-            output_dir=str(out),
-            max_steps=total_steps,
-            per_device_train_batch_size=BATCH,
-            learning_rate=2e-4,
-            use_cpu=True,
-            seed=42,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            logging_steps=1,
-            remove_unused_columns=False,
-        )
-        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+    if workload.template is not None:
+        lengths = [len(tokenizer(workload.template.format_map(r))["input_ids"]) + 1 for r in workload.rows]
     else:
-        spec = job_spec(folder, total_steps)
-        dataset = encode_rows(spec.dataset, "text", rows, tokenizer, MAX_SEQ_LENGTH)
-        collator = Counting(PackingCollator(tokenizer.pad_token_id, MAX_SEQ_LENGTH), lambda b: b[REAL_TOKENS])
-        assert spec.lora is not None
-        model = get_peft_model(model, to_lora_config(spec.lora, model))
-        set_kv_cache(model, False)
-        args = to_training_arguments(spec, out, has_eval=False)
-        trainer = KubetuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
-    trainer.add_callback(timer)
-    result = trainer.train()
-    seconds = timer.end - timer.start
-    tokens = sum(collator.tokens[warmup:total_steps])
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return {
-        "case": case,
-        "steps": steps,
-        "realTokens": tokens,
-        "realTokensPerStep": round(tokens / steps, 1),
-        "secondsPerStep": round(seconds / steps, 3),
-        "realTokensPerSecond": round(tokens / seconds, 1),
-        "peakRssMiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "firstLoss": round(losses[0], 4) if losses else None,
-        "lastLoss": round(losses[-1], 4) if losses else None,
-        "trainLoss": round(result.training_loss, 4),
-    }
+        lengths = [
+            len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
+            for r in workload.rows
+        ]
+    lengths = [min(n, train_cases.MAX_SEQ_LENGTH) for n in lengths]
+    config = AutoConfig.from_pretrained(folder)
+    lora = train_cases.LORA
+    return flops.per_token(config, "lora", lora["r"], lora["targets"], flops.mean_context(lengths)).total
+
+
+def report(workload: str, results: dict[str, dict[str, Any]], peak: float) -> list[str]:
+    lines = [
+        f"\n{workload}: {workloads.load(workload).description}",
+        f"{'case':<40} {'real tok/s':>10} {'s/step':>7} {'tok/step':>8} {'peak RSS':>9} {'MFU':>6}  loss",
+    ]
+    for case, r in results.items():
+        if "error" in r:
+            lines.append(f"{LABELS[case]:<40} failed: {r['error'].splitlines()[0]}")
+            continue
+        loss = f"{r['losses'][0]:.3f} -> {r['losses'][-1]:.3f}" if r["losses"] else "-"
+        lines.append(
+            f"{LABELS[case]:<40} {r['realTokensPerSecond']:>10} {r['secondsPerStep']:>7} "
+            f"{r['realTokensPerStep']:>8} {r['peakRssMiB']:>5} MiB {r['mfu'] * 100:>5.1f}%  {loss}"
+        )
+    baselines = {c: r for c, r in results.items() if c in BASELINES and "error" not in r}
+    if baselines and "kubetune" in results and "error" not in results["kubetune"]:
+        best = max(baselines, key=lambda c: baselines[c]["realTokensPerSecond"])
+        ratio = results["kubetune"]["realTokensPerSecond"] / baselines[best]["realTokensPerSecond"]
+        lines.append(f"ratio (real tokens/s, Kubetune / best baseline = {LABELS[best]}): {ratio:.2f}")
+    return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
+    parser.add_argument("--workloads", default=",".join(workloads.WORKLOADS))
+    parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per case")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
-    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # one case, in a child process
+    parser.add_argument("--json", type=Path, help="write every figure and loss curve here")
+    parser.add_argument(
+        "--max-seq-length",
+        type=int,
+        default=train_cases.MAX_SEQ_LENGTH,
+        help="the tiny model's tokenizer needs 512",
+    )
+    # One case in a child process.
+    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    train_cases.MAX_SEQ_LENGTH = args.max_seq_length
     if args.case:
-        print("RESULT " + json.dumps(run_case(args.case, args.model_dir, args.steps, args.warmup)))
+        workload = workloads.load(args.workload)
+        result = train_cases.run(args.case, workload, args.model_dir, args.steps, args.warmup)
+        print("RESULT " + json.dumps(result))
         return 0
 
     folder = model_dir(args.model)
+    peak = flops.peak_flops("fp32")
     print(
-        f"model {args.model} ({folder.name}); {platform.machine()}, {os.cpu_count()} CPUs; "
-        f"{args.warmup} warm-up + {args.steps} timed steps per case",
+        f"model {args.model} ({folder.name}); {platform.machine()}, {os.cpu_count()} CPUs; fp32 matmul peak "
+        f"{peak / 1e9:.1f} GFLOP/s; {args.warmup} warm-up + {args.steps} timed steps per case",
         flush=True,
     )
-    results = {}
-    for case in CASES:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--case",
-            case,
-            "--model-dir",
-            str(folder),
-            "--steps",
-            str(args.steps),
-            "--warmup",
-            str(args.warmup),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode or not lines:
-            sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-            return 1
-        results[case] = json.loads(lines[-1].removeprefix("RESULT "))
-        print(json.dumps(results[case]), flush=True)
-
-    print(f"\n{'case':<34} {'real tok/s':>10} {'s/step':>7} {'real tok/step':>13} {'peak RSS':>9}")
-    labels = {"baseline": "HF Trainer + PEFT, padded to 128", "kubetune": "Kubetune, packing"}
-    for case, r in results.items():
-        print(
-            f"{labels[case]:<34} {r['realTokensPerSecond']:>10} {r['secondsPerStep']:>7} "
-            f"{r['realTokensPerStep']:>13} {r['peakRssMiB']:>5} MiB"
-        )
-    ratio = results["kubetune"]["realTokensPerSecond"] / results["baseline"]["realTokensPerSecond"]
-    print(f"ratio (real tokens/s, kubetune / baseline): {ratio:.2f}")
-    return 0
+    everything: dict[str, Any] = {"model": args.model, "peakFlops": peak, "workloads": {}}
+    failed = False
+    for workload in args.workloads.split(","):
+        per_token = flops_per_token(folder, workloads.load(workload))
+        results: dict[str, dict[str, Any]] = {}
+        for case in args.cases.split(","):
+            try:
+                r = run_case(case, workload, folder, args.steps, args.warmup)
+                r["mfu"] = per_token * r["realTokensPerSecond"] / peak
+            except RuntimeError as e:
+                r, failed = {"error": str(e)}, True
+            results[case] = r
+            print(f"{workload} {case}: {json.dumps(r)[:400]}", flush=True)
+        everything["workloads"][workload] = {"flopsPerToken": per_token, "cases": results}
+        print("\n".join(report(workload, results, peak)), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(everything, indent=2) + "\n")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

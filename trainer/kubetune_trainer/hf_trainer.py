@@ -1,5 +1,5 @@
-"""The HF Trainer with what Kubetune adds to it: real-token counts of packed batches, and perplexity
-and task metrics in every evaluation."""
+"""The HF Trainer with what Kubetune adds to it: real-token counts of packed batches, the LM head only at
+labeled positions in training (labeled_head), and perplexity and task metrics in every evaluation."""
 
 from __future__ import annotations
 
@@ -10,12 +10,40 @@ from transformers import Trainer
 from kubetune_trainer import distributed
 from kubetune_trainer.data import REAL_TOKENS
 from kubetune_trainer.evaluation import AnswerEvaluator, perplexity
+from kubetune_trainer.labeled_head import LabeledPositionsHead, labeled_loss
 
 
 class KubetuneTrainer(Trainer):
-    def __init__(self, *args: Any, answer_evaluator: AnswerEvaluator | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        answer_evaluator: AnswerEvaluator | None = None,
+        labeled_positions_only: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.answer_evaluator = answer_evaluator
+        head = LabeledPositionsHead(self.model) if labeled_positions_only else None
+        self.labeled_head = head if head is not None and head.supported else None
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        head = self.labeled_head
+        if head is None or not model.training or "labels" not in inputs or self.label_smoother is not None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        with head.selecting(labels) as targets:
+            outputs = model(**inputs)
+        loss = labeled_loss(outputs.logits, targets, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # As the base class: the count spans every rank, and DDP averages the gradients.
+            loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
 
     def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         # Packed batches carry their real token count (padded row tails excluded); keep it from the model.

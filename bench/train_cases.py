@@ -1,0 +1,250 @@
+"""The cases of bench/throughput.py that run in this project's environment, one per process:
+
+- hf-dynamic: HF Trainer + PEFT, padding to the longest row of each batch (DataCollatorForSeq2Seq with
+  the prompt's labels at -100 for chat), as the transformers docs recipe;
+- trl: TRL's SFTTrainer with packing (best-fit decreasing) and padding_free, completion-only loss on
+  the chat workload's conversational prompt/completion rows;
+- kubetune: the trainer's own path (its spec, encode_rows, collator, arguments and KubetuneTrainer),
+  with packing; kubetune-plain is the same without the speed-ups, to show what they add.
+
+Every case: the same rows, LoRA r=16 alpha=32 dropout 0.05 on q/k/v/o, fp32, batch 8, learning rate
+2e-4, seed 42, the same number of optimizer steps. Real tokens are counted from each batch the model
+sees (padding excluded), and only the steps after the warm-up are timed.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from workloads import Workload
+
+MAX_SEQ_LENGTH = 128
+BATCH = 8
+LEARNING_RATE = 2e-4
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+SEED = 42
+
+
+class StepClock:
+    """Times the optimizer steps after the warm-up (a TrainerCallback once mixed in)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start = 0.0
+        self.end = 0.0
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.end = time.perf_counter()
+
+
+class Counting:
+    """Wraps a collator, recording the real tokens of every batch it builds."""
+
+    def __init__(self, collate: Any, count: Any) -> None:
+        self.collate, self.count = collate, count
+        self.tokens: list[int] = []
+
+    def __call__(self, examples: list[Any]) -> dict[str, Any]:
+        batch = self.collate(examples)
+        self.tokens.append(int(self.count(batch)))
+        return batch
+
+
+def not_padding(batch: dict[str, Any]) -> int:
+    """Real tokens of a batch: the attention mask's ones, or every position of a padding-free row."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return int(batch["input_ids"].numel())
+
+
+def peft_config() -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        target_modules=LORA["targets"],
+    )
+
+
+def hf_arguments(out: Path, steps: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "output_dir": str(out),
+        "max_steps": steps,
+        "per_device_train_batch_size": BATCH,
+        "learning_rate": LEARNING_RATE,
+        "use_cpu": not _cuda(),
+        "seed": SEED,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "logging_steps": 1,
+        **extra,
+    }
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def hf_dynamic(workload: Workload, folder: Path, out: Path, steps: int) -> tuple[Any, Counting]:
+    import torch
+    from peft import get_peft_model
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainingArguments,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), peft_config())
+    dataset = []
+    for row in workload.rows:
+        if workload.template is not None:
+            text = workload.template.format_map(row) + tokenizer.eos_token
+            ids = tokenizer(text)["input_ids"][:MAX_SEQ_LENGTH]
+            labels = list(ids)
+        else:
+            ids = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
+            prompt = tokenizer.apply_chat_template(
+                row["messages"][:-1], tokenize=True, add_generation_prompt=True, return_dict=True
+            )["input_ids"]
+            ids = ids[:MAX_SEQ_LENGTH]
+            labels = [-100] * len(prompt) + list(ids[len(prompt) :])
+        dataset.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels[: len(ids)]})
+    padding = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100)
+    collator = Counting(padding, not_padding)
+    args = TrainingArguments(**hf_arguments(out, steps, remove_unused_columns=False))
+    return Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator), collator
+
+
+def trl(workload: Workload, folder: Path, out: Path, steps: int) -> tuple[Any, Counting]:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    if workload.template is not None:
+        dataset = Dataset.from_list([{"text": workload.template.format_map(row)} for row in workload.rows])
+    else:
+        dataset = Dataset.from_list(workload.prompt_completion_rows())
+    config = SFTConfig(
+        **hf_arguments(out, steps),
+        max_length=MAX_SEQ_LENGTH,
+        packing=True,
+        padding_free=True,
+        dataset_num_proc=1,
+    )
+    trainer = SFTTrainer(
+        model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config()
+    )
+    collator = Counting(trainer.data_collator, not_padding)
+    trainer.data_collator = collator
+    trainer.args.remove_unused_columns = False
+    return trainer, collator
+
+
+def kubetune(
+    workload: Workload, folder: Path, out: Path, steps: int, speedups: bool = True
+) -> tuple[Any, Counting]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+    from kubetune_api import FineTuneJobSpec
+    from kubetune_trainer.data import REAL_TOKENS, encode_rows
+    from kubetune_trainer.hf_trainer import KubetuneTrainer
+    from kubetune_trainer.peft_config import to_training_arguments
+    from kubetune_trainer.train import data_collator, prepare_model, set_kv_cache
+
+    data = workload.write_jsonl(out.parent / f"{workload.name}.jsonl")
+    dataset_spec: dict[str, Any] = {"trainUri": str(data)}
+    dataset_spec.update({"textTemplate": workload.template} if workload.template else {"format": "chat"})
+    spec = FineTuneJobSpec.model_validate(
+        {
+            "baseModel": {"uri": str(folder)},
+            "dataset": dataset_spec,
+            "method": "lora",
+            "lora": {
+                "r": LORA["r"],
+                "alpha": LORA["alpha"],
+                "dropout": LORA["dropout"],
+                "targetModules": LORA["targets"],
+            },
+            "training": {
+                "maxSteps": steps,
+                "batchSize": BATCH,
+                "maxSeqLength": MAX_SEQ_LENGTH,
+                "learningRate": LEARNING_RATE,
+                "packing": True,
+                "seed": SEED,
+                "precision": "fp32",
+                "gradientCheckpointing": False,
+                "loggingSteps": 1,
+            },
+            "resources": {"gpusPerNode": 1 if _cuda() else 0},
+            "output": {"uri": "s3://kubetune-bench/runs"},  # never written: only the arguments are built
+        }
+    )
+    set_seed(SEED)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = prepare_model(spec, AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32))
+    set_kv_cache(model, False)
+    fmt = "text" if workload.template else "chat"
+    dataset = encode_rows(spec.dataset, fmt, workload.rows, tokenizer, MAX_SEQ_LENGTH)
+    collator = Counting(data_collator(spec, tokenizer.pad_token_id), lambda b: b[REAL_TOKENS])
+    trainer = KubetuneTrainer(
+        model=model,
+        args=to_training_arguments(spec, out, has_eval=False),
+        train_dataset=dataset,
+        data_collator=collator,
+        labeled_positions_only=speedups,
+    )
+    return trainer, collator
+
+
+BUILDERS = {
+    "hf-dynamic": hf_dynamic,
+    "trl": trl,
+    "kubetune": kubetune,
+    "kubetune-plain": lambda *a: kubetune(*a, speedups=False),
+}
+
+
+def run(case: str, workload: Workload, folder: Path, steps: int, warmup: int) -> dict[str, Any]:
+    from transformers import TrainerCallback
+
+    out = Path(tempfile.mkdtemp(prefix=f"bench-{case}-")) / "run"
+    trainer, collator = BUILDERS[case](workload, folder, out, warmup + steps)
+    clock = type("Clock", (StepClock, TrainerCallback), {})(warmup)
+    trainer.add_callback(clock)
+    trainer.train()
+    seconds = clock.end - clock.start
+    # One batch per optimizer step (no accumulation); the collator may have built one more ahead.
+    tokens = sum(collator.tokens[warmup : warmup + steps])
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {
+        "case": case,
+        "steps": steps,
+        "realTokens": tokens,
+        "realTokensPerStep": round(tokens / steps, 1),
+        "secondsPerStep": round(seconds / steps, 3),
+        "realTokensPerSecond": round(tokens / seconds, 1),
+        "peakRssMiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "losses": [round(float(x), 4) for x in losses],
+    }
