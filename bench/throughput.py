@@ -108,12 +108,12 @@ def run_case(case: str, workload: str, folder: Path, steps: int, warmup: int) ->
         return run_child(olive_command(workloads.load(workload), folder, work, steps, warmup))
     own = [f"--case={case}", f"--workload={workload}", f"--model-dir={folder}", f"--steps={steps}"]
     own += [f"--warmup={warmup}", f"--max-seq-length={train_cases.MAX_SEQ_LENGTH}"]
+    own += [f"--examples-per-step={train_cases.EXAMPLES_PER_STEP}"]
     return run_child([sys.executable, __file__, *own])
 
 
-def flops_per_token(folder: Path, workload: workloads.Workload) -> float:
-    """LoRA FLOPs per real token of this workload's examples (their average attention context)."""
-    from transformers import AutoConfig, AutoTokenizer
+def example_lengths(folder: Path, workload: workloads.Workload) -> list[int]:
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if workload.template is not None:
@@ -123,15 +123,22 @@ def flops_per_token(folder: Path, workload: workloads.Workload) -> float:
             len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
             for r in workload.rows
         ]
-    lengths = [min(n, train_cases.MAX_SEQ_LENGTH) for n in lengths]
+    return [min(n, train_cases.MAX_SEQ_LENGTH) for n in lengths]
+
+
+def flops_per_token(folder: Path, lengths: list[int]) -> float:
+    """LoRA FLOPs per real token of examples of these lengths (their average attention context)."""
+    from transformers import AutoConfig
+
     config = AutoConfig.from_pretrained(folder)
     lora = train_cases.LORA
     return flops.per_token(config, "lora", lora["r"], lora["targets"], flops.mean_context(lengths)).total
 
 
-def report(workload: str, results: dict[str, dict[str, Any]], peak: float) -> list[str]:
+def report(workload: str, results: dict[str, dict[str, Any]], examples: int) -> list[str]:
     lines = [
-        f"\n{workload}: {workloads.load(workload).description}",
+        f"\n{workload}: {workloads.load(workload).description}; {examples} examples a step where "
+        "a case batches whole examples",
         f"{'case':<40} {'real tok/s':>10} {'s/step':>7} {'tok/step':>8} {'peak RSS':>9} {'MFU':>6}  loss",
     ]
     for case, r in results.items():
@@ -169,10 +176,12 @@ def main() -> int:
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--examples-per-step", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     train_cases.MAX_SEQ_LENGTH = args.max_seq_length
     if args.case:
+        train_cases.EXAMPLES_PER_STEP = args.examples_per_step
         workload = workloads.load(args.workload)
         result = train_cases.run(args.case, workload, args.model_dir, args.steps, args.warmup)
         print("RESULT " + json.dumps(result))
@@ -188,7 +197,10 @@ def main() -> int:
     everything: dict[str, Any] = {"model": args.model, "peakFlops": peak, "workloads": {}}
     failed = False
     for workload in args.workloads.split(","):
-        per_token = flops_per_token(folder, workloads.load(workload))
+        lengths = example_lengths(folder, workloads.load(workload))
+        per_token = flops_per_token(folder, lengths)
+        per_step = train_cases.BATCH * train_cases.MAX_SEQ_LENGTH
+        train_cases.EXAMPLES_PER_STEP = max(1, round(per_step * len(lengths) / sum(lengths)))
         results: dict[str, dict[str, Any]] = {}
         for case in args.cases.split(","):
             try:
@@ -198,8 +210,12 @@ def main() -> int:
                 r, failed = {"error": str(e)}, True
             results[case] = r
             print(f"{workload} {case}: {json.dumps(r)[:400]}", flush=True)
-        everything["workloads"][workload] = {"flopsPerToken": per_token, "cases": results}
-        print("\n".join(report(workload, results, peak)), flush=True)
+        everything["workloads"][workload] = {
+            "flopsPerToken": per_token,
+            "examplesPerStep": train_cases.EXAMPLES_PER_STEP,
+            "cases": results,
+        }
+        print("\n".join(report(workload, results, train_cases.EXAMPLES_PER_STEP)), flush=True)
     if args.json:
         args.json.write_text(json.dumps(everything, indent=2) + "\n")
     return 1 if failed else 0

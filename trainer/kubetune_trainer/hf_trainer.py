@@ -1,5 +1,6 @@
 """The HF Trainer with what Kubetune adds to it: real-token counts of packed batches, the LM head only at
-labeled positions in training (labeled_head), and perplexity and task metrics in every evaluation."""
+labeled positions in training (labeled_head), LoRA dropout masks drawn faster on the CPU (fast_dropout),
+and perplexity and task metrics in every evaluation."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from transformers import Trainer
 
 from kubetune_trainer import distributed
+from kubetune_trainer import fast_dropout as fast_dropout_module
 from kubetune_trainer.data import REAL_TOKENS
 from kubetune_trainer.evaluation import AnswerEvaluator, perplexity
 from kubetune_trainer.labeled_head import LabeledPositionsHead, labeled_loss
@@ -19,10 +21,13 @@ class KubetuneTrainer(Trainer):
         *args: Any,
         answer_evaluator: AnswerEvaluator | None = None,
         labeled_positions_only: bool = True,
+        fast_dropout: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.answer_evaluator = answer_evaluator
+        if fast_dropout:
+            fast_dropout_module.install(self.model)
         head = LabeledPositionsHead(self.model) if labeled_positions_only else None
         self.labeled_head = head if head is not None and head.supported else None
 
