@@ -35,6 +35,7 @@ def instrument(warmup: int, steps: int, record: dict[str, Any]) -> None:
 
     def train(self: Any, *args: Any, **kwargs: Any) -> Any:
         self.args.max_steps = warmup + steps + 1
+        self.args.dataloader_drop_last = True  # as the other cases
         result = original_train(self, *args, **kwargs)
         record["losses"] = [e["loss"] for e in self.state.log_history if "loss" in e]
         return result
