@@ -30,6 +30,7 @@ class Admission:
     active: bool  # spec.active: false while the user has the FineTuneJob suspended
     reason: str  # Kueue's reason: Pending, Preempted, InadmissibleWorkload, ...
     message: str
+    evaluated: bool = True  # Kueue has written its verdict (QuotaReserved or Evicted) on the Workload
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ def admission(workload: dict[str, Any]) -> Admission:
         active=(workload.get("spec") or {}).get("active", True) is not False,
         reason=waiting.get("reason") or "Pending",
         message=waiting.get("message") or "waiting for Kueue to admit the workload",
+        evaluated=admitted or bool(waiting),
     )
 
 

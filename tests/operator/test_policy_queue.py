@@ -229,7 +229,7 @@ def test_scheduling_readers_ignore_what_is_fine() -> None:
 
 def test_an_admission_without_conditions_is_pending() -> None:
     a = admission({"metadata": {"name": "w"}, "spec": {}})
-    assert (a.admitted, a.active, a.reason) == (False, True, "Pending")
+    assert (a.admitted, a.active, a.reason, a.evaluated) == (False, True, "Pending", False)
 
 
 def test_kueues_verdict_is_a_warning_event_and_the_wait_for_a_workload_is_not() -> None:
@@ -238,8 +238,14 @@ def test_kueues_verdict_is_a_warning_event_and_the_wait_for_a_workload_is_not() 
     no_workload = decide(ftj, seen(ftj, held), NOW)
     assert no_workload.admitted is not None and no_workload.admitted.reason == queue.WAITING_FOR_WORKLOAD
     assert _condition_events(ftj, no_workload) == []
+    # A Workload Kueue has not evaluated yet: still the operator's own wait, no Event. (Posting one here
+    # would keep Kueue's verdict, which has the same reason, out of the Events.)
+    unseen = tiny(QUEUED, set_("status", status_of(ftj, no_workload)))
+    not_evaluated = decide(unseen, seen(unseen, held, workloads={"tiny-train": workload("tiny-train")}), NOW)
+    assert not_evaluated.admitted is not None and not_evaluated.admitted.reason == queue.WAITING_FOR_VERDICT
+    assert _condition_events(unseen, not_evaluated) == []
     # The next pass sees Kueue's verdict: one Warning with its words, then none while it holds.
-    before = tiny(QUEUED, set_("status", status_of(ftj, no_workload)))
+    before = tiny(QUEUED, set_("status", status_of(unseen, not_evaluated)))
     pending = decide(
         before, seen(before, held, workloads={"tiny-train": workload("tiny-train", PENDING)}), NOW
     )

@@ -9,8 +9,11 @@ from kubetune_operator.observation import ChildJob, Observed
 from kubetune_operator.policies.decision import Decision, StageCondition
 
 NO_WORKLOAD_YET = "waiting for Kueue to create the workload"
-# The operator's own reason before Kueue has a say: no Event, Kueue's verdict follows within seconds.
+# The operator's own reasons before Kueue has a say (no Workload yet, or one Kueue has not evaluated):
+# no Event, Kueue's verdict follows within seconds and gets its own.
 WAITING_FOR_WORKLOAD = "WaitingForWorkload"
+WAITING_FOR_VERDICT = "WaitingForKueue"
+BEFORE_THE_VERDICT = (WAITING_FOR_WORKLOAD, WAITING_FOR_VERDICT)
 
 
 def admitted_condition(ftj: FineTuneJob, child: ChildJob) -> StageCondition | None:
@@ -26,6 +29,9 @@ def admitted_condition(ftj: FineTuneJob, child: ChildJob) -> StageCondition | No
         return StageCondition(
             ConditionStatus.TRUE, "Admitted", f"admitted by queue {ftj.queue_name} (workload {a.workload})"
         )
+    if not a.evaluated:
+        message = f"queue {ftj.queue_name}: {a.message}"
+        return StageCondition(ConditionStatus.FALSE, WAITING_FOR_VERDICT, message)
     return StageCondition(ConditionStatus.FALSE, a.reason, f"queue {ftj.queue_name}: {a.message}")
 
 

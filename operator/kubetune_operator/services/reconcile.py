@@ -135,7 +135,7 @@ def _condition_events(ftj: FineTuneJob, decision: Decision) -> list[Event]:
     admitted, previous = decision.admitted, ftj.status.condition(ConditionType.ADMITTED.value)
     if (
         admitted is not None
-        and admitted.reason != queue.WAITING_FOR_WORKLOAD
+        and admitted.reason not in queue.BEFORE_THE_VERDICT
         and (previous is None or (previous.status, previous.reason) != admitted[:2])
     ):
         # Kueue's verdict: Normal when admitted, Warning when held or evicted.
