@@ -1,0 +1,1 @@
+"""The `kubetune` command line: FineTuneJobs from flags, their state, logs and artifacts."""
