@@ -4,6 +4,7 @@ API's own models check the result before anything is sent."""
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,35 @@ import yaml
 from pydantic import ValidationError
 
 from kubetune_api import API_VERSION, KIND, FineTuneJob, describe_errors
+
+# The flag that sets each spec field, named beside the API's message when the field is refused.
+FLAG_OF_FIELD = {
+    "baseModel.uri": "-m/--model",
+    "dataset.trainUri": "-d/--data",
+    "dataset.evalUri": "--eval-data",
+    "dataset.evalRatio": "--eval-ratio",
+    "dataset.textTemplate": "--text-template",
+    "dataset.format": "--format",
+    "dataset.maxSamples": "--max-samples",
+    "output.uri": "--output",
+    "output.endpoint": "--endpoint",
+    "training.maxSteps": "--max-steps",
+    "training.epochs": "--epochs",
+    "training.learningRate": "--learning-rate",
+    "training.batchSize": "--batch-size",
+    "training.gradientAccumulationSteps": "--gradient-accumulation-steps",
+    "training.maxSeqLength": "--max-seq-len",
+    "training.precision": "--precision",
+    "lora.r": "--lora-r",
+    "lora.alpha": "--lora-alpha",
+    "lora.dropout": "--lora-dropout",
+    "resources.gpusPerNode": "--gpus",
+    "resources.nodes": "--nodes",
+    "resources.cpu": "--cpu",
+    "resources.memory": "--memory",
+    "queueName": "--queue",
+    "method": "--method",
+}
 
 # Olive's --torch_dtype names, and ours.
 PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -124,7 +154,17 @@ def check(body: dict[str, Any]) -> None:
     try:
         FineTuneJob.model_validate({**body, "metadata": {"name": body["metadata"].get("name")}})
     except ValidationError as e:
-        raise FlagError(describe_errors(e)) from e
+        raise FlagError(_with_flags(describe_errors(e))) from e
+
+
+def _with_flags(message: str) -> str:
+    """`spec.training.learningRate: ...` -> `spec.training.learningRate (--learning-rate): ...`."""
+    problems = []
+    for problem in message.split("; "):
+        where, sep, text = problem.partition(": ")
+        flag = FLAG_OF_FIELD.get(where.removeprefix("spec."))
+        problems.append(f"{where} ({flag}){sep}{text}" if flag and sep else problem)
+    return "; ".join(problems)
 
 
 def _dataset(flags: FinetuneFlags) -> dict[str, Any]:
@@ -134,10 +174,17 @@ def _dataset(flags: FinetuneFlags) -> dict[str, Any]:
             "evalUri": flags.eval_data,
             "evalRatio": flags.eval_ratio,
             "format": flags.data_format,
-            "textTemplate": flags.text_template,
+            "textTemplate": unescape(flags.text_template) if flags.text_template else None,
             "maxSamples": flags.max_samples,
         }
     )
+
+
+def unescape(text: str) -> str:
+    """A shell passes a typed \\n as two characters; a template means a newline by it (and \\t a tab;
+    a doubled backslash stays one backslash)."""
+    escapes = {"n": "\n", "t": "\t", "\\": "\\"}
+    return re.sub(r"\\([\\nt])", lambda m: escapes[m.group(1)], text)
 
 
 def _training(flags: FinetuneFlags) -> dict[str, Any]:

@@ -29,7 +29,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-errors = Console(stderr=True)
+# Errors are never wrapped: a message read in a log or by a script stays one line per problem.
+errors = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()

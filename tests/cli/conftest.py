@@ -4,15 +4,11 @@ local cluster."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-
-KUBETUNE = shutil.which("kubetune", path=str(Path(sys.executable).parent)) or "kubetune"
+from cli_support import KUBETUNE
 
 
 def kubetune_env(cluster_env: dict[str, str]) -> dict[str, str]:
