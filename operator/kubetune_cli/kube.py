@@ -60,27 +60,36 @@ class Kube:
         return client.CustomObjectsApi(self.api)
 
     def get_job(self, name: str) -> dict[str, Any]:
-        return self.call(
-            lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name),
-            f"FineTuneJob {self.namespace}/{name}",
-        )
+        return self.get_object(PLURAL, name, "FineTuneJob")
 
     def list_jobs(self) -> list[dict[str, Any]]:
+        return self.list_objects(PLURAL, "FineTuneJobs")
+
+    def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.create_object(PLURAL, body, "FineTuneJob")
+
+    def get_object(self, plural: str, name: str, kind: str) -> dict[str, Any]:
+        """One kubetune.dev object of this namespace."""
+        return self.call(
+            lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name),
+            f"{kind} {self.namespace}/{name}",
+        )
+
+    def list_objects(self, plural: str, kinds: str) -> list[dict[str, Any]]:
+        """kubetune.dev objects of this namespace, or of every namespace with -A."""
         if self.target.all_namespaces:
-            found = self.call(
-                lambda: self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL), "FineTuneJobs"
-            )
+            found = self.call(lambda: self.custom.list_cluster_custom_object(GROUP, VERSION, plural), kinds)
         else:
             found = self.call(
-                lambda: self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL),
-                f"FineTuneJobs in {self.namespace}",
+                lambda: self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural),
+                f"{kinds} in {self.namespace}",
             )
         return list(found.get("items", []))
 
-    def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
+    def create_object(self, plural: str, body: dict[str, Any], kind: str) -> dict[str, Any]:
         return self.call(
-            lambda: self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body),
-            "FineTuneJob",
+            lambda: self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, body),
+            kind,
         )
 
     def call(self, request: Any, what: str) -> Any:

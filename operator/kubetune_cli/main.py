@@ -17,8 +17,8 @@ from kubetune_cli import artifacts, logs, plan, sweep
 from kubetune_cli.job_flags import FinetuneFlags, FlagError, finetunejob
 from kubetune_cli.kube import CliError, Kube, Target
 from kubetune_cli.views import describe as describe_view
-from kubetune_cli.views import jobs_table
-from kubetune_cli.wait import follow
+from kubetune_cli.views import jobs_table, status_of
+from kubetune_cli.wait import follow, job_snapshot
 
 app = typer.Typer(
     name="kubetune",
@@ -293,7 +293,7 @@ def finetune(
     job = created["metadata"]["name"]
     console.print(f"finetunejob.kubetune.dev/{job} created in {cluster.namespace}")
     if wait:
-        status = follow(lambda: cluster.get_job(job), timeout, console)
+        status = status_of(follow(lambda: cluster.get_job(job), job_snapshot, timeout, console))
         console.print(f"{job}: {status.phase.value if status.phase else ''} {status.message or ''}".rstrip())
 
 
