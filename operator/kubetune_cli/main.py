@@ -240,7 +240,7 @@ def finetune(
         bool, typer.Option("--wait", help="Follow it to Succeeded or Failed; the exit code says which.")
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 24 * 3600,
-) -> None:
+) -> str | None:
     """Create a FineTuneJob from flags ([bold]olive finetune[/bold]'s flag names work too)."""
     if use_chat_template and data_format not in (None, "chat"):
         raise CliError("--use-chat-template means --format chat", 2)
@@ -287,7 +287,7 @@ def finetune(
         raise CliError(f"invalid FineTuneJob: {e}", 2) from e
     if print_format:
         print_object(body, print_format)
-        return
+        return None
     cluster = kube(ctx)
     created = cluster.create_job(body)
     job = created["metadata"]["name"]
@@ -295,6 +295,7 @@ def finetune(
     if wait:
         status = status_of(follow(lambda: cluster.get_job(job), job_snapshot, timeout, console))
         console.print(f"{job}: {status.phase.value if status.phase else ''} {status.message or ''}".rstrip())
+    return str(job)
 
 
 def print_object(body: dict[str, Any], fmt: str) -> None:

@@ -52,7 +52,7 @@ def test_the_apis_rules_refuse_a_bad_sweep_before_it_is_sent() -> None:
     with pytest.raises(CliError, match="evalUri or evalRatio"):
         check(body)
     ranged = sweep_from_job(job(), None, ["training.learningRate=1e-5..1e-3"], "evalLoss", "minimize", {})
-    with pytest.raises(CliError, match="a range .min and max. needs algorithm random"):
+    with pytest.raises(CliError, match=r"a range \(min and max\) needs algorithm random"):
         check(ranged)
     with pytest.raises(CliError, match="must be a FineTuneJob manifest"):
         sweep_from_job({"kind": "Pod"}, None, ["lora.r=8"], "evalLoss", "minimize", {})
