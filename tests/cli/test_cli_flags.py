@@ -145,3 +145,11 @@ def test_help_reads_well() -> None:
 def test_a_typed_backslash_n_in_a_template_is_a_newline() -> None:
     body = finetunejob(flags(text_template="Q: {q}\\nA: {a}\\\\n"))
     assert body["spec"]["dataset"]["textTemplate"] == "Q: {q}\nA: {a}\\n"
+
+
+def test_shell_completion_completes_commands() -> None:
+    completion = {"_KUBETUNE_COMPLETE": "complete_bash", "COMP_WORDS": "kubetune des", "COMP_CWORD": "1"}
+    done = subprocess.run(
+        [KUBETUNE], capture_output=True, text=True, timeout=60, env={**os.environ, **completion}
+    )
+    assert done.returncode == 0 and done.stdout.split() == ["describe"], done

@@ -65,6 +65,13 @@ def test_finetune_waits_to_succeeded_then_get_and_describe_tell_the_story(
     assert "CreatedTrainer" in text, text  # an Event of the operator's
     assert as_json["status"]["artifacts"][0]["uri"] in text
 
+    # Shell completion of a job's name asks the cluster (bash's protocol, as `kubetune
+    # --install-completion` sets it up).
+    words = f"kubetune -n {workspace} describe cli-"
+    completion = {"_KUBETUNE_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": "4"}
+    completed = kubetune(env=completion)
+    assert completed.stdout.split() == ["cli-tiny"], completed
+
 
 def test_a_failed_job_is_exit_code_1_with_the_reason(
     operator_release: str,
