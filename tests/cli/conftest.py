@@ -37,41 +37,9 @@ def kubetune(cluster_env: dict[str, str]) -> Callable[..., subprocess.CompletedP
     return run
 
 
-# The operator, S3 and one tiny FineTuneJob run to Succeeded, shared by the CLI tests that read a
-# finished run (logs, pull, generate): one training for the whole session keeps them quick.
-@pytest.fixture(scope="session")
-def operator_release(core: Any) -> Iterator[str]:
-    """The operator installed with its chart, as tests/e2e's fixture of the same name does."""
-    from devcluster import release
-    from e2e_support import operator_leader
-    from support import wait_for
-
-    release.install()
-    wait_for(lambda: operator_leader(core), 120, "an operator replica to lead")
-    yield release.NAMESPACE
-    release.uninstall()
-
-
-@pytest.fixture(scope="session")
-def s3_seeded(
-    s3: Any, cluster_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, str]:
-    from e2e_support import seed_s3
-
-    return seed_s3(s3, cluster_env, tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture
-def workspace(core: Any, cluster_env: dict[str, str]) -> Iterator[str]:
-    """A namespace with the `kubetune-s3` Secret the examples reference (as tests/e2e's fixture)."""
-    from devcluster import seed
-
-    name = f"cli-{uuid.uuid4().hex[:6]}"
-    seed.ensure_namespace(core, name, cluster_env)
-    yield name
-    core.delete_namespace(name)
-
-
+# The operator release, `workspace` and `s3_seeded` come from tests/conftest.py. One tiny FineTuneJob run
+# to Succeeded is shared by the CLI tests that read a finished run (logs, pull, generate): one training
+# for the whole session keeps them quick.
 @dataclass(frozen=True)
 class FinishedJob:
     namespace: str

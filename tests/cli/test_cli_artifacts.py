@@ -20,7 +20,6 @@ Kubetune = Callable[..., subprocess.CompletedProcess[str]]
 NO_AWS_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "",
     "AWS_SECRET_ACCESS_KEY": "",
-    "AWS_PROFILE": "",
     "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
     "AWS_CONFIG_FILE": "/nonexistent",
     "AWS_EC2_METADATA_DISABLED": "true",

@@ -12,25 +12,10 @@ import pytest
 from kubernetes import client
 
 from kubetune_cli import logs
-from kubetune_operator.builders import names
 
 pytestmark = pytest.mark.cluster
 
 Kubetune = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def test_label_names_are_the_operators() -> None:
-    """The CLI may not import the operator, so it keeps copies of its label names; they must agree."""
-    assert (logs.FINETUNEJOB_LABEL, logs.RUN_ID_LABEL, logs.COMPONENT_LABEL) == (
-        names.FINETUNEJOB_LABEL,
-        names.RUN_ID_LABEL,
-        names.COMPONENT_LABEL,
-    )
-    assert (logs.TRAINER, logs.EXPORTER, logs.JOBSET_RESTART_LABEL) == (
-        names.TRAINER,
-        names.EXPORTER,
-        names.JOBSET_RESTART_LABEL,
-    )
 
 
 def pod(name: str, created: int, rank: int | None = None, restart: int | None = None) -> client.V1Pod:

@@ -6,14 +6,37 @@ from kubernetes import client
 
 from kubetune_api import API_VERSION, KIND, PRIORITY_CLASS_LABEL, QUEUE_NAME_LABEL, FineTuneJob
 
-FINETUNEJOB_LABEL = "kubetune.dev/finetunejob"
-RUN_ID_LABEL = "kubetune.dev/run-id"
-COMPONENT_LABEL = "app.kubernetes.io/component"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "kubetune-operator"
-
-TRAINER = "trainer"
-EXPORTER = "exporter"
+# Re-exported: the operator's modules name the labels through this module.
+from kubetune_api.labels import (
+    COMPONENT_LABEL as COMPONENT_LABEL,
+)
+from kubetune_api.labels import (
+    EXPORTER as EXPORTER,
+)
+from kubetune_api.labels import (
+    FINETUNEJOB_LABEL as FINETUNEJOB_LABEL,
+)
+from kubetune_api.labels import (
+    JOBSET_NAME_LABEL as JOBSET_NAME_LABEL,
+)
+from kubetune_api.labels import (
+    JOBSET_RESTART_LABEL as JOBSET_RESTART_LABEL,
+)
+from kubetune_api.labels import (
+    MANAGED_BY as MANAGED_BY,
+)
+from kubetune_api.labels import (
+    MANAGED_BY_LABEL as MANAGED_BY_LABEL,
+)
+from kubetune_api.labels import (
+    PLANNER as PLANNER,
+)
+from kubetune_api.labels import (
+    RUN_ID_LABEL as RUN_ID_LABEL,
+)
+from kubetune_api.labels import (
+    TRAINER as TRAINER,
+)
 
 CONFIG_KEY = "config.json"
 CONFIG_MOUNT = "/etc/kubetune"
@@ -26,9 +49,6 @@ def trainer_job_name(ftj: FineTuneJob) -> str:
 
 # A multi-node trainer is a JobSet named like the single-node trainer Job, with one replicated Job.
 TRAINER_GROUP = "trainer"
-# Set by the JobSet controller on its Jobs and pods.
-JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
-JOBSET_RESTART_LABEL = "jobset.sigs.k8s.io/restart-attempt"
 
 
 def trainer_group_job_name(ftj: FineTuneJob) -> str:
@@ -43,6 +63,10 @@ def rendezvous_host(ftj: FineTuneJob) -> str:
 
 def export_job_name(ftj: FineTuneJob) -> str:
     return f"{ftj.metadata.name}-export"
+
+
+def plan_job_name(ftj: FineTuneJob) -> str:
+    return f"{ftj.metadata.name}-plan"
 
 
 def config_map_name(ftj: FineTuneJob) -> str:
