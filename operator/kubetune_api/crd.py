@@ -1,6 +1,6 @@
-"""Generates the FineTuneJob CRD from the pydantic models.
+"""Generates the CRDs (FineTuneJob, FineTuneSweep) from the pydantic models.
 
-    python -m kubetune_api.crd            # print the CRD YAML
+    python -m kubetune_api.crd            # print the CRDs' YAML
     python -m kubetune_api.crd --write    # write the committed copies
     python -m kubetune_api.crd --check    # exit 1 with a diff if a committed copy is stale
 
@@ -17,20 +17,15 @@ import copy
 import difflib
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kubetune_api import v1alpha1
+from kubetune_api import sweep, v1alpha1
 from kubetune_api.cel import VALIDATIONS_KEY
 
-CRD_NAME = f"{v1alpha1.PLURAL}.{v1alpha1.GROUP}"
-# Relative to the repository root; the chart carries an identical copy.
-CRD_PATHS = (
-    Path("crds") / f"{v1alpha1.GROUP}_{v1alpha1.PLURAL}.yaml",
-    Path("charts/kubetune/crds") / f"{v1alpha1.GROUP}_{v1alpha1.PLURAL}.yaml",
-)
 HEADER = (
     "# generated from operator/kubetune_api; do not edit.\n"
     "# Regenerate with hack/generate-crd after changing the models.\n"
@@ -149,11 +144,12 @@ def _model_schema(model: type[Any]) -> dict[str, Any]:
     return to_structural(schema, schema.get("$defs", {}))
 
 
-def openapi_schema() -> dict[str, Any]:
-    """The structural schema of a whole FineTuneJob object."""
-    job = v1alpha1.FineTuneJob
+def openapi_schema(kind: CrdKind | None = None) -> dict[str, Any]:
+    """The structural schema of a whole object (default: the FineTuneJob)."""
+    kind = kind or FINETUNEJOB
+    model = kind.model
     return {
-        "description": " ".join((job.__doc__ or "").split()),
+        "description": " ".join((model.__doc__ or "").split()),
         "type": "object",
         "required": ["spec"],
         "properties": {
@@ -161,17 +157,17 @@ def openapi_schema() -> dict[str, Any]:
                 "description": "APIVersion of this representation of the object (kubetune.dev/v1alpha1).",
                 "type": "string",
             },
-            "kind": {"description": "Kind of the object (FineTuneJob).", "type": "string"},
+            "kind": {"description": f"Kind of the object ({kind.kind}).", "type": "string"},
             # The API server owns metadata's schema; a CRD may only say that it is an object.
             "metadata": {"type": "object"},
-            "spec": _model_schema(v1alpha1.FineTuneJobSpec),
-            "status": _model_schema(v1alpha1.FineTuneJobStatus),
+            "spec": _model_schema(model.model_fields["spec"].annotation),
+            "status": _model_schema(model.model_fields["status"].annotation),
         },
-        VALIDATIONS_KEY: [rule.to_k8s() for rule in job.cel_rules],
+        VALIDATIONS_KEY: [rule.to_k8s() for rule in model.cel_rules],
     }
 
 
-PRINTER_COLUMNS = [
+FINETUNEJOB_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Method", "type": "string", "jsonPath": ".spec.method"},
     {"name": "Model", "type": "string", "jsonPath": ".spec.baseModel.uri"},
@@ -201,20 +197,90 @@ PRINTER_COLUMNS = [
 ]
 
 
-def build_crd() -> dict[str, Any]:
+SWEEP_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {
+        "name": "Done",
+        "type": "integer",
+        "jsonPath": ".status.trialsDone",
+        "description": "Finished trials (succeeded, failed or early stopped).",
+    },
+    {"name": "Total", "type": "integer", "jsonPath": ".status.trialsTotal", "description": "Trials."},
+    {"name": "Best", "type": "string", "jsonPath": ".status.bestTrial.name", "description": "Best trial."},
+    {
+        "name": "Metric",
+        "type": "number",
+        "jsonPath": ".status.bestTrial.metric",
+        "description": "The best trial's objective metric.",
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+@dataclass(frozen=True)
+class CrdKind:
+    """One generated CRD: its names, model and printer columns."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_names: tuple[str, ...]
+    categories: tuple[str, ...]
+    model: Any  # the object's pydantic model (spec, status and cel_rules)
+    columns: list[dict[str, Any]]
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{v1alpha1.GROUP}"
+
+    @property
+    def paths(self) -> tuple[Path, Path]:
+        """Relative to the repository root; the chart carries an identical copy."""
+        file = f"{v1alpha1.GROUP}_{self.plural}.yaml"
+        return Path("crds") / file, Path("charts/kubetune/crds") / file
+
+
+FINETUNEJOB = CrdKind(
+    v1alpha1.KIND,
+    v1alpha1.PLURAL,
+    v1alpha1.SINGULAR,
+    v1alpha1.SHORT_NAMES,
+    v1alpha1.CATEGORIES,
+    v1alpha1.FineTuneJob,
+    FINETUNEJOB_COLUMNS,
+)
+FINETUNESWEEP = CrdKind(
+    sweep.SWEEP_KIND,
+    sweep.SWEEP_PLURAL,
+    sweep.SWEEP_SINGULAR,
+    sweep.SWEEP_SHORT_NAMES,
+    sweep.SWEEP_CATEGORIES,
+    sweep.FineTuneSweep,
+    SWEEP_COLUMNS,
+)
+KINDS = (FINETUNEJOB, FINETUNESWEEP)
+# The FineTuneJob's, kept under their old names.
+CRD_NAME = FINETUNEJOB.crd_name
+CRD_PATHS = FINETUNEJOB.paths
+PRINTER_COLUMNS = FINETUNEJOB_COLUMNS
+ALL_CRD_PATHS = tuple(path for kind in KINDS for path in kind.paths)
+
+
+def build_crd(kind: CrdKind | None = None) -> dict[str, Any]:
+    kind = kind or FINETUNEJOB
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": CRD_NAME},
+        "metadata": {"name": kind.crd_name},
         "spec": {
             "group": v1alpha1.GROUP,
             "names": {
-                "kind": v1alpha1.KIND,
-                "listKind": f"{v1alpha1.KIND}List",
-                "plural": v1alpha1.PLURAL,
-                "singular": v1alpha1.SINGULAR,
-                "shortNames": list(v1alpha1.SHORT_NAMES),
-                "categories": list(v1alpha1.CATEGORIES),
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": kind.singular,
+                "shortNames": list(kind.short_names),
+                "categories": list(kind.categories),
             },
             "scope": "Namespaced",
             "versions": [
@@ -223,49 +289,51 @@ def build_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                    "schema": {"openAPIV3Schema": openapi_schema()},
+                    "additionalPrinterColumns": kind.columns,
+                    "schema": {"openAPIV3Schema": openapi_schema(kind)},
                 }
             ],
         },
     }
 
 
-def render_crd() -> str:
+def render_crd(kind: CrdKind | None = None) -> str:
     # sort_keys gives a stable order whatever the dict insertion order; a wide line keeps rules unfolded.
     body = yaml.safe_dump(
-        build_crd(), sort_keys=True, default_flow_style=False, width=120, allow_unicode=True
+        build_crd(kind), sort_keys=True, default_flow_style=False, width=120, allow_unicode=True
     )
     return HEADER + "---\n" + body
 
 
 def check(root: Path) -> list[str]:
-    """Unified diffs of every committed copy that differs from the generated CRD (empty when current)."""
-    expected = render_crd()
+    """Unified diffs of every committed copy that differs from its generated CRD (empty when current)."""
     diffs = []
-    for rel in CRD_PATHS:
-        path = root / rel
-        actual = path.read_text() if path.exists() else ""
-        if actual != expected:
-            diffs.append(
-                "".join(
-                    difflib.unified_diff(
-                        actual.splitlines(keepends=True),
-                        expected.splitlines(keepends=True),
-                        fromfile=f"{rel} (committed)",
-                        tofile=f"{rel} (generated)",
+    for kind in KINDS:
+        expected = render_crd(kind)
+        for rel in kind.paths:
+            path = root / rel
+            actual = path.read_text() if path.exists() else ""
+            if actual != expected:
+                diffs.append(
+                    "".join(
+                        difflib.unified_diff(
+                            actual.splitlines(keepends=True),
+                            expected.splitlines(keepends=True),
+                            fromfile=f"{rel} (committed)",
+                            tofile=f"{rel} (generated)",
+                        )
                     )
                 )
-            )
     return diffs
 
 
 def write(root: Path) -> None:
-    text = render_crd()
-    for rel in CRD_PATHS:
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    for kind in KINDS:
+        text = render_crd(kind)
+        for rel in kind.paths:
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -278,17 +346,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.write:
         write(args.root)
-        for rel in CRD_PATHS:
+        for rel in ALL_CRD_PATHS:
             print(f"wrote {rel}", file=sys.stderr)
         return 0
     if args.check:
         diffs = check(args.root)
         if diffs:
             sys.stdout.write("".join(diffs))
-            print("the committed CRD is stale: run hack/generate-crd", file=sys.stderr)
+            print("a committed CRD is stale: run hack/generate-crd", file=sys.stderr)
             return 1
         return 0
-    sys.stdout.write(render_crd())
+    sys.stdout.write("".join(render_crd(kind) for kind in KINDS))
     return 0
 
 

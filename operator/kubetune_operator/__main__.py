@@ -15,7 +15,10 @@ from kubernetes import client
 from prometheus_client import start_http_server
 
 from kubetune_operator import health
-from kubetune_operator.handlers import finetunejob  # noqa: F401  (registers the handlers)
+from kubetune_operator.handlers import (  # noqa: F401  (registers the handlers)
+    finetunejob,
+    finetunesweep,
+)
 from kubetune_operator.health import Heartbeats
 from kubetune_operator.runtime import runtime
 from kubetune_operator.services.leader import LeaseElector

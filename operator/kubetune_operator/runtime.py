@@ -36,9 +36,13 @@ class Runtime:
             return self._locks[(namespace, name)]
 
     def get_finetunejob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get_custom_object(PLURAL, namespace, name)
+
+    def get_custom_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """An object of ours (kubetune.dev/v1alpha1 `plural`), or None when it is gone."""
         try:
             obj = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name
+                GROUP, VERSION, namespace, plural, name
             )
         except ApiException as e:
             if e.status == 404:

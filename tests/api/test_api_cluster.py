@@ -17,6 +17,7 @@ import pytest
 import yaml
 from api_cases import BAD_SPECS, EXAMPLES, REPO_ROOT, BadSpec, load, tiny
 from kubernetes import client
+from sweep_cases import BAD_SWEEPS, BadSweep
 
 import support
 from devcluster import release
@@ -39,14 +40,20 @@ def kubectl(cluster_env: dict[str, str]) -> Kubectl:
 
 @pytest.fixture(scope="module")
 def crd_applied(kubectl: Kubectl) -> None:
-    # Server-side apply is idempotent and leaves the CRD for other suites; it is never deleted here.
-    path = REPO_ROOT / crd.CRD_PATHS[0]
-    r = kubectl(
-        "apply", "--server-side", "--force-conflicts", "--field-manager=kubetune-api-tests", "-f", str(path)
-    )
-    assert r.returncode == 0, f"the API server refused the generated CRD:\n{r.stderr}"
-    r = kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd.CRD_NAME}")
-    assert r.returncode == 0, r.stderr
+    # Server-side apply is idempotent and leaves the CRDs for other suites; they are never deleted here.
+    for kind in crd.KINDS:
+        path = REPO_ROOT / kind.paths[0]
+        r = kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=kubetune-api-tests",
+            "-f",
+            str(path),
+        )
+        assert r.returncode == 0, f"the API server refused the generated CRD {path.name}:\n{r.stderr}"
+        r = kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{kind.crd_name}")
+        assert r.returncode == 0, r.stderr
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +102,14 @@ def test_server_rejects_bad_spec(kubectl: Kubectl, ns: str, case: BadSpec) -> No
     r = _dry_run(kubectl, ns, case.apply())
     assert r.returncode != 0, f"the API server accepted {case.id}"
     assert case.server in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("case", BAD_SWEEPS, ids=lambda c: c.id)
+def test_server_rejects_bad_sweep(kubectl: Kubectl, ns: str, case: BadSweep) -> None:
+    """The sweep's CEL rules and their Python twins (tests/api/test_api_sweep.py), one table."""
+    r = _dry_run(kubectl, ns, case.apply())
+    assert r.returncode != 0, f"the API server accepted {case.id}"
+    assert (case.server or case.message) in r.stderr, r.stderr
 
 
 def test_server_defaults_are_the_models_defaults(kubectl: Kubectl, ns: str) -> None:

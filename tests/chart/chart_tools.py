@@ -18,6 +18,9 @@ from support import kubectl as kubectl
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kubetune"
 CRD_NAME = "kubetune.dev_finetunejobs.yaml"
+# Every CRD the chart ships (hack/generate-crd writes them all), by file and by object name.
+CRD_NAMES = (CRD_NAME, "kubetune.dev_finetunesweeps.yaml")
+CRD_OBJECT_NAMES = ["finetunejobs.kubetune.dev", "finetunesweeps.kubetune.dev"]
 # The chart's floor (Chart.yaml kubeVersion): rendering for it proves the templates need nothing newer.
 # helm template otherwise assumes v1.20, which the chart refuses.
 KUBE_VERSION = "1.30.0"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from chart_tools import CHART, CRD_NAME, helm, kubectl, template
+from chart_tools import CHART, CRD_NAMES, helm, kubectl, template
 
 pytestmark = pytest.mark.cluster
 
@@ -40,8 +40,9 @@ def scratch(cluster_env: dict[str, str]) -> Iterator[Scratch]:
 
 
 def test_server_dry_run(cluster_env: dict[str, str], scratch: Scratch) -> None:
-    # The CRD first: helm installs crds/ before any template.
-    kubectl("apply", "--dry-run=server", "-f", str(CHART / "crds" / CRD_NAME), cluster_env=cluster_env)
+    # The CRDs first: helm installs crds/ before any template.
+    for name in CRD_NAMES:
+        kubectl("apply", "--dry-run=server", "-f", str(CHART / "crds" / name), cluster_env=cluster_env)
     # Both scopes, with the admission policy: a dry run stores nothing, so the policy binds nothing.
     for values in ({"clusterWide": "true"}, {"watchNamespaces": f"{{{scratch.watched},{scratch.other}}}"}):
         manifests = template(

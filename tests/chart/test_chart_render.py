@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from chart_tools import (
     CHART,
-    CRD_NAME,
+    CRD_NAMES,
+    CRD_OBJECT_NAMES,
     KUBE_VERSION,
     REPO,
     by_kind,
@@ -51,9 +52,11 @@ def test_lint_strict(values: dict[str, str]) -> None:
 
 def test_crd_in_chart_is_the_generated_one() -> None:
     # hack/generate-crd writes both copies; the chart's must never drift from crds/.
-    assert (CHART / "crds" / CRD_NAME).read_bytes() == (REPO / "crds" / CRD_NAME).read_bytes()
+    for name in CRD_NAMES:
+        assert (CHART / "crds" / name).read_bytes() == (REPO / "crds" / name).read_bytes()
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted(CRD_NAMES)
     shown = helm("show", "crds", str(CHART)).stdout
-    assert [d["metadata"]["name"] for d in documents(shown)] == ["finetunejobs.kubetune.dev"]
+    assert sorted(d["metadata"]["name"] for d in documents(shown)) == CRD_OBJECT_NAMES
 
 
 @pytest.mark.parametrize(
@@ -90,7 +93,7 @@ def test_cluster_wide_render() -> None:
     assert all(d["metadata"]["namespace"] == "kubetune-system" for d in by_kind(docs, "Role"))
     crds = documents(template("--include-crds", values=CLUSTER_WIDE))
     crd = [d for d in crds if d["kind"] == "CustomResourceDefinition"]
-    assert [d["metadata"]["name"] for d in crd] == ["finetunejobs.kubetune.dev"]
+    assert sorted(d["metadata"]["name"] for d in crd) == CRD_OBJECT_NAMES
 
     role = one(docs, "ClusterRole")
     binding = one(docs, "ClusterRoleBinding")
@@ -125,9 +128,12 @@ def test_watch_namespaces_render_a_role_per_namespace() -> None:
 
 def test_rules_are_the_operators_calls_and_no_more() -> None:
     expected = {
-        ("kubetune.dev", "finetunejobs"): {"get", "list", "watch", "patch", "delete"},
+        ("kubetune.dev", "finetunejobs"): {"get", "list", "watch", "create", "patch", "delete"},
         ("kubetune.dev", "finetunejobs/status"): {"get", "patch", "update"},
         ("kubetune.dev", "finetunejobs/finalizers"): {"update"},
+        ("kubetune.dev", "finetunesweeps"): {"get", "list", "watch", "patch"},
+        ("kubetune.dev", "finetunesweeps/status"): {"get", "patch"},
+        ("kubetune.dev", "finetunesweeps/finalizers"): {"update"},
         ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
         ("", "pods"): {"get", "list", "watch"},
         ("", "configmaps"): {"get", "create", "delete"},

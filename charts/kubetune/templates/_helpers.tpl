@@ -90,10 +90,11 @@ Secrets are deliberately absent: trainer pods read S3 credentials through secret
 */}}
 {{- define "kubetune.rules" -}}
 # Kopf lists and watches FineTuneJobs and patches its finalizer and annotations onto them; the
-# operator deletes a FineTuneJob once its ttlSecondsAfterFinished has passed.
+# operator deletes a FineTuneJob once its ttlSecondsAfterFinished has passed. A FineTuneSweep's
+# trials are FineTuneJobs: created, and suspended by patch when they stop early.
 - apiGroups: ["kubetune.dev"]
   resources: ["finetunejobs"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Status is written once per pass. Holding get/patch here is also what lets the operator grant
 # each trainer a Role on its own FineTuneJob's status (RBAC forbids granting what one lacks).
 - apiGroups: ["kubetune.dev"]
@@ -103,6 +104,17 @@ Secrets are deliberately absent: trainer pods read S3 credentials through secret
 # OwnerReferencesPermissionEnforcement admission plugin require update on finalizers for that.
 - apiGroups: ["kubetune.dev"]
   resources: ["finetunejobs/finalizers"]
+  verbs: ["update"]
+# FineTuneSweeps: watched and read by Kopf (which patches its finalizer and annotations onto them),
+# their status written once per pass; trials carry a blockOwnerDeletion owner reference to their sweep.
+- apiGroups: ["kubetune.dev"]
+  resources: ["finetunesweeps"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["kubetune.dev"]
+  resources: ["finetunesweeps/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["kubetune.dev"]
+  resources: ["finetunesweeps/finalizers"]
   verbs: ["update"]
 # Trainer and export Jobs: indexed by watch, created, suspended/resumed by patch, deleted when the
 # spec changes.
