@@ -3,6 +3,7 @@ contract with the trainer (run input, S3 layout, exit codes). Depends on pydanti
 
 from kubetune_api.exit_codes import ExitCode, describe_exit_code
 from kubetune_api.layout import RunLayout
+from kubetune_api.plan import LabelCoverage, MemoryEstimate, PlanProblem, PlanSeverity, PlanStatus, TokenStats
 from kubetune_api.run import RunContext, TrainerInput, load_trainer_input, parse_trainer_input
 from kubetune_api.v1alpha1 import (
     API_VERSION,
@@ -71,17 +72,23 @@ __all__ = [
     "FineTuneJobStatus",
     "GateRule",
     "Int4Spec",
+    "LabelCoverage",
     "LoraSpec",
+    "MemoryEstimate",
     "Method",
     "ModelSource",
     "ObjectMeta",
     "OutputSpec",
     "Phase",
+    "PlanProblem",
+    "PlanSeverity",
+    "PlanStatus",
     "Progress",
     "QuantizationSpec",
     "ResourcesSpec",
     "RunContext",
     "RunLayout",
+    "TokenStats",
     "Toleration",
     "TrainerInput",
     "TrainerReport",

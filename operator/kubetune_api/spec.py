@@ -204,6 +204,13 @@ class FineTuneJobSpec(ApiModel):
         default=False,
         description="Suspend the job: running pods are stopped (after a checkpoint) until false.",
     )
+    dry_run: bool = Field(
+        default=False,
+        description="Plan only: a small CPU-only pod reads the data and the model's config and tokenizer "
+        "(no weights, no GPU) and reports status.plan (rendered examples, token lengths, label coverage, "
+        "LoRA targets, trainable parameters, estimated peak memory, steps) and the Planned condition; "
+        "nothing is trained or exported. Part of the run id: setting it to false starts the real run.",
+    )
 
     # Lifecycle knobs: changing them must not start a new run (and resuming must keep the checkpoints).
     RUN_ID_EXCLUDED_FIELDS: ClassVar[frozenset[str]] = frozenset(

@@ -14,6 +14,7 @@ from pydantic import (
 from kubetune_api.base import (
     LenientModel,
 )
+from kubetune_api.plan import PlanStatus
 
 
 class Phase(StrEnum):
@@ -43,6 +44,8 @@ class ConditionType(StrEnum):
     PODS_READY = "PodsReady"
     # False while a backoffLimit edit cannot reach the running workload.
     BACKOFF_LIMIT_APPLIED = "BackoffLimitApplied"
+    # Dry runs (spec.dryRun): True (PlanReady) when the plan found no error, False with its first error.
+    PLANNED = "Planned"
 
 
 class ConditionStatus(StrEnum):
@@ -231,6 +234,7 @@ class FineTuneJobStatus(TrainerReport):
         default_factory=dict,
         description="Final metrics of the finished training and export (live ones: progress.metrics).",
     )
+    plan: PlanStatus | None = Field(default=None, description="What the dry run found (spec.dryRun).")
     message: str | None = Field(
         default=None, max_length=32768, description="Human-readable summary of the state."
     )

@@ -38,6 +38,12 @@ from kubetune_api.base import SourceUri as SourceUri
 from kubetune_api.base import is_s3_uri as is_s3_uri
 from kubetune_api.base import nested_default as nested_default
 from kubetune_api.cel import Cel
+from kubetune_api.plan import LabelCoverage as LabelCoverage
+from kubetune_api.plan import MemoryEstimate as MemoryEstimate
+from kubetune_api.plan import PlanProblem as PlanProblem
+from kubetune_api.plan import PlanSeverity as PlanSeverity
+from kubetune_api.plan import PlanStatus as PlanStatus
+from kubetune_api.plan import TokenStats as TokenStats
 from kubetune_api.spec import RUN_ID_LENGTH as RUN_ID_LENGTH
 from kubetune_api.spec import FineTuneJobSpec as FineTuneJobSpec
 from kubetune_api.spec_outputs import ExportSpec as ExportSpec

@@ -100,6 +100,8 @@ class ChildJob:
 class Observed:
     trainer: ChildJob | None = None
     exporter: ChildJob | None = None
+    # The dry run's plan Job (spec.dryRun).
+    planner: ChildJob | None = None
     # Whether the API server serves JobSets (multi-node runs need them).
     jobset_available: bool = True
 
@@ -149,7 +151,13 @@ def observe(ftj: FineTuneJob, raw: Children, jobset_available: bool = True) -> O
     if export_name in jobs:
         exporter = child_job(jobs[export_name], by_label.get((JOB_NAME_LABEL, export_name), []))
         exporter = signals(exporter, [export_name])
-    return Observed(trainer=trainer, exporter=exporter, jobset_available=jobset_available)
+    plan_name = names.plan_job_name(ftj)
+    planner = None
+    if plan_name in jobs:
+        planner = signals(
+            child_job(jobs[plan_name], by_label.get((JOB_NAME_LABEL, plan_name), [])), [plan_name]
+        )
+    return Observed(trainer=trainer, exporter=exporter, planner=planner, jobset_available=jobset_available)
 
 
 def child_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> ChildJob:

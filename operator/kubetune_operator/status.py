@@ -16,7 +16,7 @@ from kubetune_operator.policies.decision import Decision, StageCondition
 
 T, F = ConditionStatus.TRUE, ConditionStatus.FALSE
 # Exported reasons under which no export Job exists.
-NO_EXPORT_JOB = ("Pending", "ExportDisabled")
+NO_EXPORT_JOB = ("Pending", "ExportDisabled", "DryRun")
 
 
 def new_status(ftj: FineTuneJob, decision: Decision, now: datetime) -> FineTuneJobStatus:
@@ -53,6 +53,7 @@ def new_status(ftj: FineTuneJob, decision: Decision, now: datetime) -> FineTuneJ
                 )
                 if state is not None and not decision.finished
             ),
+            *([condition(ConditionType.PLANNED, *decision.planned)] if decision.planned is not None else []),
         ],
         observed_generation=generation,
         run_id=ftj.spec_hash(),
@@ -63,7 +64,7 @@ def new_status(ftj: FineTuneJob, decision: Decision, now: datetime) -> FineTuneJ
         trainer_pods=list(decision.stops.trainer_pods) or None,
         trainer_pods_seen=decision.stops.trainer_pods_seen or None,
         completion_time=decision.completion_time if decision.finished else None,
-        trainer_job_name=names.trainer_job_name(ftj),
+        trainer_job_name=None if ftj.spec.dry_run else names.trainer_job_name(ftj),
         export_job_name=(
             names.export_job_name(ftj) if decision.exported.reason not in NO_EXPORT_JOB else None
         ),
@@ -72,6 +73,7 @@ def new_status(ftj: FineTuneJob, decision: Decision, now: datetime) -> FineTuneJ
         artifacts=decision.artifacts or (old.artifacts if same_run else []),
         export_targets=decision.export_targets or (old.export_targets if same_run else []),
         metrics={**(old.metrics if same_run else {}), **decision.metrics},
+        plan=decision.plan or (old.plan if same_run else None),
         message=decision.message,
         progress=old.progress if keep_trainer_fields else None,
         last_checkpoint=old.last_checkpoint if keep_trainer_fields else None,

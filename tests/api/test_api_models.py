@@ -156,6 +156,8 @@ def test_spec_hash_ignores_explicit_defaults_and_key_order() -> None:
         ("ttlSecondsAfterFinished", 60, True),
         ("activeDeadlineSeconds", 60, True),
         ("backoffLimit", 5, True),
+        # A dry run and the real run are two runs: setting dryRun to false starts the real one.
+        ("dryRun", True, False),
         ("training.learningRate", 1e-3, False),
         ("lora.r", 4, False),
         ("dataset.trainUri", "s3://kubetune-dev/datasets/other.jsonl", False),

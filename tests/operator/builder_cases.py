@@ -27,6 +27,8 @@ JOB_BUILDERS: dict[str, Callable[[FineTuneJob, OperatorSettings], Any]] = {
 BUILDERS: dict[str, Builder] = {
     "trainer-job": lambda f: jobs.trainer_job(f, SETTINGS),
     "export-job": lambda f: jobs.export_job(f, SETTINGS),
+    # spec.dryRun: the CPU-only plan Job (test_policy_dry_run.py: also for a spec that asks for GPUs).
+    "plan-job": lambda f: jobs.plan_job(f, SETTINGS),
     # Two nodes of two GPUs, queued with a priority: the multi-node trainer as Kueue gets it.
     "trainer-jobset": lambda f: jobset.trainer_jobset(queued_multi_node(f), SETTINGS),
     "configmap": jobs.config_map,
@@ -42,6 +44,18 @@ MULTI_NODE_QUEUED = (
     set_("spec.queueName", "team-a"),
     set_("spec.workloadPriorityClassName", "high"),
 )
+
+
+GPU_DRY_RUN = (
+    set_("spec.dryRun", True),
+    set_("spec.resources.gpusPerNode", 2),
+    set_("spec.resources.nodeSelector", {"pool": "h100"}),
+    set_("spec.resources.tolerations", [{"key": "pool", "operator": "Exists", "effect": "NoSchedule"}]),
+)
+
+
+def gpu_dry_run(ftj: FineTuneJob) -> FineTuneJob:
+    return FineTuneJob.from_k8s(apply(ftj.model_dump(mode="json", by_alias=True), *GPU_DRY_RUN))
 
 
 def queued_multi_node(ftj: FineTuneJob) -> FineTuneJob:

@@ -171,11 +171,12 @@ class Storage:
 
     # --- download ---
 
-    def download(self, uri: str, dest: Path) -> Path:
+    def download(self, uri: str, dest: Path, skip_suffixes: tuple[str, ...] = ()) -> Path:
         """Fetch a file or a folder. Local paths are used in place; S3 objects land under `dest`.
 
         An S3 URI names an object if one exists at that key, else a prefix ("folder").
-        Returns the local file or folder.
+        Returns the local file or folder. `skip_suffixes`: files of a folder not to fetch (weights,
+        for a plan that needs a model's config and tokenizer only).
         """
         location = parse_uri(uri)
         if isinstance(location, Path):
@@ -187,7 +188,7 @@ class Storage:
             target = dest / PurePosixPath(location.key).name
             self._download_object(location, target)
             return target
-        return self._download_prefix(location, dest)
+        return self._download_prefix(location, dest, skip_suffixes)
 
     def fetch_file(self, uri: str, target: Path) -> bool:
         """Copy one file (an S3 object or a local file) to `target`; False when there is no such file.
@@ -230,12 +231,14 @@ class Storage:
         with _s3_errors("download", location.uri):
             self.client.download_file(location.bucket, location.key, str(target))
 
-    def _download_prefix(self, location: S3Location, dest: Path) -> Path:
+    def _download_prefix(self, location: S3Location, dest: Path, skip_suffixes: tuple[str, ...] = ()) -> Path:
         prefix = location.key.rstrip("/") + "/" if location.key else ""
         keys = self.list_keys(S3Location(location.bucket, prefix))
         if not keys:
             raise storage_error(f"nothing found at {location.uri}: no object and no objects under it")
         for key in keys:
+            if skip_suffixes and key.endswith(skip_suffixes):
+                continue
             relative = PurePosixPath(key[len(prefix) :])
             if ".." in relative.parts:
                 raise storage_error(f"refusing object key that escapes the folder: {key}")

@@ -121,6 +121,38 @@ def export_job(
     )
 
 
+# The plan pod reads the data and the model's config and tokenizer (no weights): a CPU and the memory
+# of torch, transformers and a tokenizer are enough.
+PLAN_CPU = "1"
+PLAN_MEMORY = "2Gi"
+
+
+def plan_job(ftj: FineTuneJob, settings: OperatorSettings) -> client.V1Job:
+    """The dry run's Job (spec.dryRun): the trainer's image, identity, security context and S3
+    credentials, but no GPU, no GPU node selector or tolerations, and a small CPU and memory. Never
+    queued: it binds no accelerator."""
+    spec = job_spec(
+        ftj,
+        settings,
+        component=names.PLANNER,
+        command=["python", "-m", "kubetune_trainer.plan", "--config", names.CONFIG_PATH],
+        gpus=0,
+        backoff_limit=min(ftj.spec.backoff_limit, 1),
+    )
+    pod = spec.template.spec
+    assert pod is not None  # job_spec always builds the pod
+    small = {"cpu": PLAN_CPU, "memory": PLAN_MEMORY}
+    if settings.workspace_size is not None:
+        small["ephemeral-storage"] = str(settings.workspace_size)
+    pod.containers[0].resources = client.V1ResourceRequirements(limits=dict(small), requests=dict(small))
+    pod.tolerations = None
+    pod.node_selector = None
+    pod.priority_class_name = None
+    spec.suspend = ftj.spec.suspend
+    metadata = names.child_metadata(ftj, names.plan_job_name(ftj), names.PLANNER)
+    return client.V1Job(api_version="batch/v1", kind="Job", metadata=metadata, spec=spec)
+
+
 def created_suspended(ftj: FineTuneJob) -> bool:
     """A queued workload starts suspended, and Kueue alone unsuspends it on admission."""
     return ftj.spec.suspend or ftj.queue_name is not None

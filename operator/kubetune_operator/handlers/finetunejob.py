@@ -89,6 +89,7 @@ def observed(ftj: FineTuneJob, indexes: dict[str, kopf.Index[Any, Any]]) -> Obse
         names.trainer_job_name(ftj),
         names.export_job_name(ftj),
         names.trainer_group_job_name(ftj),
+        names.plan_job_name(ftj),
     )
     workloads = {
         name: found[-1]

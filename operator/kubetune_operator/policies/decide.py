@@ -11,6 +11,7 @@ from kubetune_api import ConditionStatus, ConditionType, FineTuneJob, Phase
 from kubetune_operator.observation import ChildJob, Observed
 from kubetune_operator.policies import (
     deadline,
+    dry_run,
     failure,
     live_edits,
     new_run,
@@ -32,6 +33,8 @@ def decide(ftj: FineTuneJob, observed: Observed, now: datetime) -> Decision:
         return stale
     if ttl.finished_and_cleaned_up(ftj, observed):
         return ttl.finish(ftj, _as_recorded(ftj), now)
+    if ftj.spec.dry_run:
+        return ttl.finish(ftj, dry_run.decide(ftj, observed.planner), now)
     trainer, exporter = observed.trainer, observed.exporter
     start = deadline.run_start(ftj, trainer)
     stops = preemption.observe(ftj, trainer)
@@ -78,6 +81,7 @@ def _as_recorded(ftj: FineTuneJob) -> Decision:
         return StageCondition(found.status, found.reason or "", found.message or "")
 
     ready = status.condition(ConditionType.READY.value)
+    planned = stage(ConditionType.PLANNED) if status.condition(ConditionType.PLANNED.value) else None
     assert status.phase is not None  # finished_and_cleaned_up checked it
     return Decision(
         status.phase,
@@ -85,6 +89,7 @@ def _as_recorded(ftj: FineTuneJob) -> Decision:
         status.message or "",
         trained=stage(ConditionType.TRAINED),
         exported=stage(ConditionType.EXPORTED),
+        planned=planned,
         start_time=status.start_time,
         completion_time=status.completion_time,
         stops=preemption.observe(ftj, None),  # the tally the status keeps

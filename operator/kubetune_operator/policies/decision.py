@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
 
-from kubetune_api import Artifact, ConditionStatus, Phase
+from kubetune_api import Artifact, ConditionStatus, Phase, PlanStatus
 from kubetune_api.v1alpha1 import ExportTargetStatus
 
 
@@ -15,6 +15,7 @@ class Action(StrEnum):
     NONE = "none"
     CREATE_TRAINER = "createTrainer"
     CREATE_EXPORTER = "createExporter"
+    CREATE_PLANNER = "createPlanner"  # spec.dryRun: the CPU-only plan Job
     DELETE_STALE = "deleteStale"  # children of an older spec revision
     DELETE_FINETUNEJOB = "deleteFineTuneJob"  # ttlSecondsAfterFinished passed
     STOP_UNFINISHED = "stopUnfinished"  # activeDeadlineSeconds passed: delete the unfinished child
@@ -53,6 +54,9 @@ class Decision:
     admitted: StageCondition | None = None
     pods_ready: StageCondition | None = None
     backoff_limit_applied: StageCondition | None = None
+    # Dry runs: the Planned condition, and the plan the plan pod reported.
+    planned: StageCondition | None = None
+    plan: PlanStatus | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
     export_targets: list[ExportTargetStatus] = field(default_factory=list)

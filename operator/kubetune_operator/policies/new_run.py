@@ -12,7 +12,7 @@ from kubetune_operator.policies.decision import Action, Decision
 def replace_stale(ftj: FineTuneJob, observed: Observed) -> Decision | None:
     """Delete the children of another run id, before anything of the current run happens."""
     run_id = ftj.spec_hash()
-    children = (observed.trainer, observed.exporter)
+    children = (observed.trainer, observed.exporter, observed.planner)
     if all(child is None or child.run_id == run_id for child in children):
         return None
     return Decision(

@@ -37,7 +37,7 @@ def job_patches(observed: Observed, ttl_seconds: int | None) -> list[tuple[str, 
         return []
     return [
         (child.kind, child.name, {"spec": {"ttlSecondsAfterFinished": ttl_seconds}})
-        for child in (observed.trainer, observed.exporter)
+        for child in (observed.trainer, observed.exporter, observed.planner)
         if child is not None and child.ttl_seconds_after_finished != ttl_seconds
     ]
 
@@ -46,7 +46,8 @@ def finished_and_cleaned_up(ftj: FineTuneJob, observed: Observed) -> bool:
     """A finished run whose Jobs are gone (their TTL, or a person) stays as its status records it. A
     failed one is retried by a spec edit (a new generation), as one whose Jobs remain is."""
     status = ftj.status
-    if observed.trainer is not None or observed.exporter is not None or status.run_id != ftj.spec_hash():
+    children = (observed.trainer, observed.exporter, observed.planner)
+    if any(child is not None for child in children) or status.run_id != ftj.spec_hash():
         return False
     if status.phase == Phase.SUCCEEDED:
         return True

@@ -59,6 +59,14 @@ class Children:
         job = jobs.trainer_job(ftj, self.settings, active_deadline_seconds)
         return self._create(lambda: self.batch.create_namespaced_job(ns, job))
 
+    def create_planner(self, ftj: FineTuneJob) -> bool:
+        """The dry run's identity, config and CPU-only plan Job. Returns True if it was created now."""
+        ns = str(ftj.metadata.namespace)
+        self._create(lambda: self.core.create_namespaced_service_account(ns, rbac.service_account(ftj)))
+        self._create(lambda: self.core.create_namespaced_config_map(ns, jobs.config_map(ftj)))
+        job = jobs.plan_job(ftj, self.settings)
+        return self._create(lambda: self.batch.create_namespaced_job(ns, job))
+
     def create_exporter(self, ftj: FineTuneJob, active_deadline_seconds: int | None = None) -> bool:
         ns = str(ftj.metadata.namespace)
         job = jobs.export_job(ftj, self.settings, active_deadline_seconds)
@@ -124,7 +132,12 @@ class Children:
         """Removes the Jobs (and their pods) and config of a previous spec revision."""
         ns = str(ftj.metadata.namespace)
         trainer = names.trainer_job_name(ftj)
-        for kind, name in (("Job", trainer), ("JobSet", trainer), ("Job", names.export_job_name(ftj))):
+        for kind, name in (
+            ("Job", trainer),
+            ("JobSet", trainer),
+            ("Job", names.export_job_name(ftj)),
+            ("Job", names.plan_job_name(ftj)),
+        ):
             try:
                 self.delete_child(ftj, kind, name)
             except ApiException as e:

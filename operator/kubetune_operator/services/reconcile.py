@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from kubetune_api import ConditionStatus, ConditionType, FineTuneJob, Phase
 from kubetune_operator.builders import names
 from kubetune_operator.observation import Observed
-from kubetune_operator.policies import deadline, live_edits, new_run, queue, suspend, ttl
+from kubetune_operator.policies import deadline, dry_run, live_edits, new_run, queue, suspend, ttl
 from kubetune_operator.policies.decide import decide
 from kubetune_operator.policies.decision import Action, Decision
 from kubetune_operator.policies.failure import QUALITY_GATE_FAILED
@@ -63,6 +63,10 @@ class Reconciler:
             warning = decision.phase == Phase.FAILED
             events.append(Event("Warning" if warning else "Normal", decision.phase.value, decision.message))
         events += _condition_events(ftj, decision)
+        # Each warning of a newly reported plan: a Warning Event (errors fail the run, whose Event says).
+        events += [
+            Event("Warning", reason, message) for reason, message in dry_run.new_warnings(ftj, decision)
+        ]
         if decision.stops.lost_checkpoints > (ftj.status.lost_checkpoints or 0):
             events.append(Event("Warning", "CheckpointLost", LOST_CHECKPOINT_MESSAGE))
         return PassResult(decision, events, written)
@@ -79,8 +83,10 @@ class Reconciler:
             ftj, deadline.remaining_seconds(ftj, start, now)
         ):
             events.append(Event("Normal", "CreatedExportJob", f"created Job {names.export_job_name(ftj)}"))
+        elif decision.action == Action.CREATE_PLANNER and self.children.create_planner(ftj):
+            events.append(Event("Normal", "CreatedPlanJob", f"created Job {names.plan_job_name(ftj)}"))
         elif decision.action == Action.STOP_UNFINISHED:
-            for child in (observed.trainer, observed.exporter):
+            for child in (observed.trainer, observed.exporter, observed.planner):
                 if child is not None and not child.done and not child.failed_reason:
                     self.children.delete_child(ftj, child.kind, child.name)
         elif decision.action == Action.DELETE_STALE:

@@ -188,6 +188,20 @@ def _with_eos(ids: list[int], tokenizer: PreTrainedTokenizerBase) -> Example:
     return {"input_ids": [*ids, eos] if eos is not None else ids}
 
 
+def encode_each(
+    spec: DatasetSpec, fmt: Format, rows: list[Row], tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> list[Example]:
+    """One example per row, as training encodes it, without dropping any (chat rows may have no label
+    left within max_length: encode_rows skips those)."""
+    if fmt == "text":
+        assert spec.template is not None
+        return tokenize(render_all(spec.template, rows), tokenizer, max_length)
+    if fmt == "promptCompletion":
+        return [_prompt_completion_example(tokenizer, row, i, max_length) for i, row in enumerate(rows, 1)]
+    chat_template_of(tokenizer)
+    return [_chat_example(tokenizer, chat_messages(row, i), max_length) for i, row in enumerate(rows, 1)]
+
+
 def encode_rows(
     spec: DatasetSpec, fmt: Format, rows: list[Row], tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> list[Example]:
@@ -195,10 +209,9 @@ def encode_rows(
     if fmt == "text":
         assert spec.template is not None
         return tokenize(render_all(spec.template, rows), tokenizer, max_length)
-    if fmt == "promptCompletion":
-        return [_prompt_completion_example(tokenizer, row, i, max_length) for i, row in enumerate(rows, 1)]
-    chat_template_of(tokenizer)
-    examples = [_chat_example(tokenizer, chat_messages(row, i), max_length) for i, row in enumerate(rows, 1)]
+    examples = encode_each(spec, fmt, rows, tokenizer, max_length)
+    if fmt != "chat":
+        return examples
     kept = [e for e in examples if any(label != IGNORE for label in e["labels"])]
     if len(kept) < len(examples):
         log.warning(
