@@ -32,16 +32,23 @@ class StatusWriter:
         body = patch(current, new, clear_trainer_fields)
         if body is None:
             return False
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            str(meta.namespace),
-            PLURAL,
-            str(meta.name),
-            {"status": body},
-            _content_type=MERGE_PATCH,
-        )
+        send_status_patch(self.custom, PLURAL, meta, body)
         return True
+
+
+def send_status_patch(
+    custom: client.CustomObjectsApi, plural: str, meta: ObjectMeta, body: dict[str, Any]
+) -> None:
+    """One merge patch of a kubetune.dev object's status subresource."""
+    custom.patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        str(meta.namespace),
+        plural,
+        str(meta.name),
+        {"status": body},
+        _content_type=MERGE_PATCH,
+    )
 
 
 def patch(
@@ -54,7 +61,7 @@ def patch(
     before, after = current.operator_fields(), new.operator_fields()
     reported = any(getattr(current, name) is not None for name in FineTuneJobStatus.TRAINER_FIELDS)
     clearing = clear_trainer_fields and reported
-    if not clearing and _without_times(before) == _without_times(after):
+    if not clearing and without_times(before) == without_times(after):
         return None
     body = dict(after)
     body["metrics"] = {**{k: None for k in current.metrics if k not in new.metrics}, **after["metrics"]}
@@ -67,7 +74,7 @@ def _alias(name: str) -> str:
     return FineTuneJobStatus.model_fields[name].alias or name
 
 
-def _without_times(status: dict[str, Any]) -> dict[str, Any]:
+def without_times(status: dict[str, Any]) -> dict[str, Any]:
     """Status compared for change; a transition time alone is no reason to write."""
     out = dict(status)
     out["conditions"] = [

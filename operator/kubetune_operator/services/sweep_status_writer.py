@@ -7,10 +7,9 @@ from typing import Any
 
 from kubernetes import client
 
-from kubetune_api import GROUP, VERSION, ObjectMeta
+from kubetune_api import ObjectMeta
 from kubetune_api.sweep import SWEEP_PLURAL, FineTuneSweepStatus
-
-MERGE_PATCH = "application/merge-patch+json"
+from kubetune_operator.services.status_writer import send_status_patch, without_times
 
 
 class SweepStatusWriter:
@@ -22,15 +21,7 @@ class SweepStatusWriter:
         body = patch(current, new)
         if body is None:
             return False
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            str(meta.namespace),
-            SWEEP_PLURAL,
-            str(meta.name),
-            {"status": body},
-            _content_type=MERGE_PATCH,
-        )
+        send_status_patch(self.custom, SWEEP_PLURAL, meta, body)
         return True
 
 
@@ -39,7 +30,7 @@ def patch(current: FineTuneSweepStatus, new: FineTuneSweepStatus) -> dict[str, A
     None when only timestamps would change. bestTrial is sent whole: a merge patch would otherwise keep
     the parameters of a previous best trial that the new one does not have."""
     before, after = _dump(current), _dump(new)
-    if _without_times(before) == _without_times(after):
+    if without_times(before) == without_times(after):
         return None
     body = dict(after)
     if current.best_trial is not None and new.best_trial is not None:
@@ -53,11 +44,3 @@ def patch(current: FineTuneSweepStatus, new: FineTuneSweepStatus) -> dict[str, A
 
 def _dump(status: FineTuneSweepStatus) -> dict[str, Any]:
     return status.model_dump(mode="json", by_alias=True)
-
-
-def _without_times(status: dict[str, Any]) -> dict[str, Any]:
-    out = dict(status)
-    out["conditions"] = [
-        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status.get("conditions") or []
-    ]
-    return out

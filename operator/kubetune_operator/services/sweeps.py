@@ -17,16 +17,10 @@ from kubetune_api import GROUP, PLURAL, VERSION, ObjectMeta, describe_errors, pl
 from kubetune_api.sweep import FineTuneSweep, FineTuneSweepStatus, SweepPhase
 from kubetune_operator.builders import sweep as builder
 from kubetune_operator.policies import sweep as policy
+from kubetune_operator.services.reconcile import Event
 from kubetune_operator.services.sweep_status_writer import SweepStatusWriter
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
