@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from operator_replicas import leader_pod
 
 from e2e_support import StatusRecorder, apply_ftj, deleted, events_for, get_ftj, tiny_job, wait_phase
+from operator_replicas import leader_pod
 from support import wait_for
 
 pytestmark = pytest.mark.cluster

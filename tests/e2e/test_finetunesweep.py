@@ -153,3 +153,47 @@ def test_a_sweep_whose_trial_the_finetunejob_api_refuses_stalls_visibly(
         lambda: [e for e in events_for(core, workspace, "bad") if e.type == "Warning"], 30, "a Warning Event"
     )
     assert warnings[0].reason == "InvalidSpec" and "invalid trial bad-1" in warnings[0].message
+
+
+def test_early_stopping_suspends_a_trial_that_cannot_beat_the_best(
+    operator_release: str,
+    workspace: str,
+    s3_seeded: dict[str, str],
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+) -> None:
+    """One trial at a time. Trial 0 trains 8 steps; trial 1 is the same run at 40 steps, evaluated every
+    2: once past 10% of its steps, its live evalLoss (after 4-6 steps) is still above trial 0's final
+    one, so the sweep suspends it and records it EarlyStopped, while trial 0 is the best."""
+    body = sweep_body("early", s3_seeded)
+    template = body["spec"]["template"]["spec"]
+    template["training"] = {**template["training"], "learningRate": 0.001, "evalSteps": 2}
+    body["spec"].update(
+        parallelism=1,
+        parameters=[{"path": "training.maxSteps", "values": [8, 40]}],
+        earlyStopping={"minProgressPercent": 10},
+    )
+    custom.create_namespaced_custom_object(GROUP, VERSION, workspace, "finetunesweeps", body)
+
+    def finished() -> dict[str, Any] | None:
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, workspace, "finetunesweeps", "early")
+        return obj if (obj.get("status") or {}).get("phase") in FINISHED else None
+
+    status = wait_for(finished, 600, "the sweep to finish", interval=1)["status"]
+    assert status["phase"] == "Succeeded", status
+    phases = {t["name"]: t["phase"] for t in status["trials"]}
+    assert phases == {"early-0": "Succeeded", "early-1": "EarlyStopped"}, status["trials"]
+    assert (status["trialsSucceeded"], status["trialsEarlyStopped"]) == (1, 1)
+    assert status["bestTrial"]["name"] == "early-0"
+
+    # The stopped trial is suspended, marked, and stopped before its end, worse than the best.
+    [stopped] = [t for t in trials_of(custom, workspace, "early") if t["metadata"]["name"] == "early-1"]
+    assert stopped["spec"]["suspend"] is True
+    assert "kubetune.dev/early-stopped" in stopped["metadata"]["annotations"]
+    progress = stopped["status"]["progress"]
+    assert 10 <= progress["progressPercentage"] < 100, progress
+    # The Event says what it was judged on: the live metric then, against the best final one.
+    [stop] = [e for e in events_for(core, workspace, "early") if e.reason == "EarlyStopped"]
+    assert stop.message.startswith("early-1: evalLoss ") and "cannot beat early-0's" in stop.message
+    live = float(stop.message.split()[2])
+    assert live > status["bestTrial"]["metric"], (stop.message, status["bestTrial"])

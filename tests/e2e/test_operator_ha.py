@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from operator_replicas import leader_pod, operator_pods
 
 from e2e_support import StatusRecorder, apply_ftj, get_ftj, tiny_job, wait_phase
+from operator_replicas import leader_pod, operator_pods
 from support import kubectl, wait_for
 
 pytestmark = pytest.mark.cluster
