@@ -123,6 +123,15 @@ CASES = [
         spec=EARLY,
     ),
     Case(
+        "stopping the last running trial finishes the sweep, and the stop is still made",
+        [done("s-0", 1.0), done("s-1", 1.2), done("s-2", 1.1), running("s-3", 60, 1.4)],
+        SweepPhase.SUCCEEDED,
+        stop=["s-3"],
+        best="s-0",
+        reason="Succeeded",
+        spec=EARLY,
+    ),
+    Case(
         "early stopping waits for minProgressPercent",
         [done("s-0", 1.0), running("s-1", 40, 1.4), running("s-2")],
         SweepPhase.RUNNING,

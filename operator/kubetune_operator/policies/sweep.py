@@ -170,8 +170,12 @@ def decide(
         return SweepDecision(
             SweepPhase.RUNNING, "TrialsRunning", summary + best_text, statuses, create, stops, best
         )
+    # A stop that finishes the last running trial is still carried out: the status says EarlyStopped
+    # only for a trial that this pass suspends.
     if best is not None:
-        return SweepDecision(SweepPhase.SUCCEEDED, "Succeeded", summary + best_text, statuses, [], [], best)
+        return SweepDecision(
+            SweepPhase.SUCCEEDED, "Succeeded", summary + best_text, statuses, [], stops, best
+        )
     succeeded = sum(1 for p in phases.values() if p == TrialPhase.SUCCEEDED)
     if succeeded:
         message = f"{summary}; no succeeded trial reported {objective.metric}"
