@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from . import hosts, process, security
 from .env import ContainerConfigError, container_env, expand
@@ -24,6 +25,9 @@ from .volumes import VolumeNotReady, materialise
 
 if TYPE_CHECKING:
     from .agent import NodeAgent
+
+# Tries of one pod status update when the connection drops (not when the API server answers).
+STATUS_ATTEMPTS = 3
 
 log = logging.getLogger(__name__)
 
@@ -451,10 +455,22 @@ class PodRunner(threading.Thread):
                 status["initContainerStatuses"] = [c.status(self.uid) for c in self.init_containers]
             if message:
                 status["message"] = message
-            try:
-                self.agent.core.patch_namespaced_pod_status(self.pod_name, self.namespace, {"status": status})
-            except ApiException as e:
-                if e.status != 404:
-                    log.warning(
-                        "pod %s/%s: status update failed: %s", self.namespace, self.pod_name, e.reason
+            for attempt in range(STATUS_ATTEMPTS):
+                try:
+                    self.agent.core.patch_namespaced_pod_status(
+                        self.pod_name, self.namespace, {"status": status}
                     )
+                except ApiException as e:
+                    if e.status != 404:
+                        log.warning(
+                            "pod %s/%s: status update failed: %s", self.namespace, self.pod_name, e.reason
+                        )
+                except HTTPError as e:
+                    # A pooled connection the API server closed while idle: the same patch, on a new
+                    # connection (it is idempotent). A kubelet retries its status updates too.
+                    if attempt == STATUS_ATTEMPTS - 1:
+                        raise
+                    log.info("pod %s/%s: status update retried: %s", self.namespace, self.pod_name, e)
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                return
