@@ -168,6 +168,7 @@ def test_early_stopping_suspends_a_trial_that_cannot_beat_the_best(
     body = sweep_body("early", s3_seeded)
     template = body["spec"]["template"]["spec"]
     template["training"] = {**template["training"], "learningRate": 0.001, "evalSteps": 2}
+    template["export"] = {"enabled": False}  # the metric is the trainer's: no export Job to wait for
     body["spec"].update(
         parallelism=1,
         parameters=[{"path": "training.maxSteps", "values": [8, 40]}],
