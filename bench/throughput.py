@@ -94,8 +94,8 @@ def olive_command(
     ]
 
 
-def run_child(cmd: list[str]) -> dict[str, Any]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+def run_child(cmd: list[str], cwd: Path | None = None) -> dict[str, Any]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=cwd)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise RuntimeError(f"{' '.join(cmd[:4])}... failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
@@ -105,7 +105,8 @@ def run_child(cmd: list[str]) -> dict[str, Any]:
 def run_case(case: str, workload: str, folder: Path, steps: int, warmup: int) -> dict[str, Any]:
     if case == "olive":
         work = Path(tempfile.mkdtemp(prefix="bench-olive-"))
-        return run_child(olive_command(workloads.load(workload), folder, work, steps, warmup))
+        # In its own folder: Olive writes its cache (.olive-cache) under the working directory.
+        return run_child(olive_command(workloads.load(workload), folder, work, steps, warmup), cwd=work)
     own = [f"--case={case}", f"--workload={workload}", f"--model-dir={folder}", f"--steps={steps}"]
     own += [f"--warmup={warmup}", f"--max-seq-length={train_cases.MAX_SEQ_LENGTH}"]
     own += [f"--examples-per-step={train_cases.EXAMPLES_PER_STEP}"]
