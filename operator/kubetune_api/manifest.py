@@ -12,12 +12,15 @@ Readers ignore fields they do not know.
 
 from __future__ import annotations
 
+import json
+from pathlib import PurePosixPath
 from typing import Any, Final, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from kubetune_api.base import LenientModel
 from kubetune_api.status import ArtifactKind, GateResult
+from kubetune_api.v1alpha1 import describe_errors
 
 SchemaVersion = Literal["kubetune.dev/manifest/v1"]
 SCHEMA_VERSION: Final[SchemaVersion] = "kubetune.dev/manifest/v1"
@@ -114,3 +117,57 @@ class Manifest(ManifestModel):
     gate: GateRecord = Field(description="The run's verdict: Failed when any target failed.")
     targets: list[TargetRecord] = Field(description="Each export target.")
     artifacts: list[ArtifactRecord] = Field(description="Every folder of the bundle with its files.")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read: not JSON, another schema version, or not this model."""
+
+
+def parse_manifest(text: str | bytes, uri: str, reader: str) -> Manifest:
+    """The manifest at `uri`, or a ManifestError naming it and what is wrong (`reader` says who reads,
+    for the message about another schema version)."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ManifestError(f"{uri} is not JSON: {exc}") from exc
+    # Checked before the model so that a newer layout is named as such, not as a list of field errors.
+    version = data.get("schemaVersion", SCHEMA_VERSION) if isinstance(data, dict) else SCHEMA_VERSION
+    if version != SCHEMA_VERSION:
+        raise ManifestError(f"{uri} has schemaVersion {version!r}; {reader} reads {SCHEMA_VERSION}")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(f"{uri} is not a {SCHEMA_VERSION} manifest: {describe_errors(exc)}") from exc
+
+
+# ---- the local layout of a downloaded bundle ------------------------------------------------------
+# A bundle downloaded to DIR mirrors the storage below the deepest folder that holds the manifest and
+# every artifact: DIR/manifest.json, DIR/adapter/..., DIR/onnx/<target>/... (and rejected/... for a
+# rejected bundle, whose adapter stays at the run).
+
+
+def _uri_parts(uri: str) -> tuple[str, ...]:
+    if uri.startswith("s3://"):
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return ("s3:", bucket, *PurePosixPath(key).parts)
+    return ("file:", *PurePosixPath(uri).parts)
+
+
+def _common_depth(manifest: Manifest, manifest_uri: str) -> int:
+    common = list(_uri_parts(manifest_uri)[:-1])
+    for artifact in manifest.artifacts:
+        folder = _uri_parts(artifact.uri)
+        while tuple(common) != folder[: len(common)]:
+            common.pop()
+    return len(common)
+
+
+def local_folders(manifest: Manifest, manifest_uri: str) -> list[PurePosixPath]:
+    """Each artifact's folder, relative to the downloaded bundle's root."""
+    depth = _common_depth(manifest, manifest_uri)
+    return [PurePosixPath(*_uri_parts(a.uri)[depth:]) for a in manifest.artifacts]
+
+
+def local_manifest_path(manifest: Manifest, manifest_uri: str) -> PurePosixPath:
+    """Where the manifest itself goes, relative to the downloaded bundle's root."""
+    return PurePosixPath(*_uri_parts(manifest_uri)[_common_depth(manifest, manifest_uri) :])

@@ -9,7 +9,6 @@ DIR/manifest.json). manifest.json is written last, so a folder with it holds eve
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,8 +27,9 @@ from rich.progress import (
 )
 
 from kubetune_api import ArtifactKind, FineTuneJob, describe_errors
+from kubetune_api import manifest as manifest_model
 from kubetune_api.layout import MANIFEST_FILE
-from kubetune_api.manifest import SCHEMA_VERSION, ArtifactRecord, FileRecord, Manifest
+from kubetune_api.manifest import ArtifactRecord, FileRecord, Manifest, local_folders, local_manifest_path
 from kubetune_cli import s3
 from kubetune_cli.kube import EXIT_API, EXIT_ARTIFACTS, CliError, Kube
 
@@ -43,23 +43,12 @@ class Bundle:
     raw: bytes
     uri: str
 
-    def _common(self) -> int:
-        """How many leading parts the manifest's URI shares with every artifact folder's."""
-        common = list(_parts(self.uri)[:-1])
-        for artifact in self.manifest.artifacts:
-            folder = _parts(artifact.uri)
-            while tuple(common) != folder[: len(common)]:
-                common.pop()
-        return len(common)
-
     def local_folders(self) -> list[PurePosixPath]:
-        """Each artifact's folder relative to the deepest folder holding the manifest and every
-        artifact (as kubetune_trainer.bundle.local_folders)."""
-        common = self._common()
-        return [PurePosixPath(*_parts(a.uri)[common:]) for a in self.manifest.artifacts]
+        """Each artifact's folder in the local layout (kubetune_api.manifest, as kubetune-bundle)."""
+        return local_folders(self.manifest, self.uri)
 
     def manifest_path(self) -> PurePosixPath:
-        return PurePosixPath(*_parts(self.uri)[self._common() :])
+        return local_manifest_path(self.manifest, self.uri)
 
     def select(
         self, kinds: Iterable[str] = (), target: str | None = None
@@ -92,11 +81,6 @@ class Bundle:
         return ", ".join(
             f"{a.kind.value}{'/' + a.target if a.target else ''}" for a in self.manifest.artifacts
         )
-
-
-def _parts(uri: str) -> tuple[str, ...]:
-    loc = s3.S3Uri.parse(uri)
-    return (loc.bucket, *PurePosixPath(loc.key).parts)
 
 
 def open_bundle(cluster: Kube, name: str, credentials_from_secret: bool) -> tuple[Any, Bundle]:
@@ -149,20 +133,9 @@ def open_bundle(cluster: Kube, name: str, credentials_from_secret: bool) -> tupl
 
 def parse_manifest(raw: bytes, uri: str) -> Manifest:
     try:
-        data = json.loads(raw)
-    except ValueError as e:
-        raise CliError(f"{uri} is not JSON: {e}", EXIT_ARTIFACTS) from e
-    version = data.get("schemaVersion") if isinstance(data, dict) else None
-    if version != SCHEMA_VERSION:
-        raise CliError(
-            f"{uri} has schemaVersion {version!r}; this CLI reads {SCHEMA_VERSION}", EXIT_ARTIFACTS
-        )
-    try:
-        return Manifest.model_validate(data)
-    except ValidationError as e:
-        raise CliError(
-            f"{uri} is not a {SCHEMA_VERSION} manifest: {describe_errors(e)}", EXIT_ARTIFACTS
-        ) from e
+        return manifest_model.parse_manifest(raw, uri, reader="this CLI")
+    except manifest_model.ManifestError as e:
+        raise CliError(str(e), EXIT_ARTIFACTS) from e
 
 
 def fetch(

@@ -21,20 +21,17 @@ than a missing object (credentials, access denied, unreachable endpoint).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal
 
-from pydantic import ValidationError
-
-from kubetune_api import describe_errors
-from kubetune_api.manifest import SCHEMA_VERSION, FileRecord, Manifest
+from kubetune_api import manifest as manifest_model
+from kubetune_api.manifest import FileRecord, Manifest, local_folders
 from kubetune_trainer.errors import TrainerError, config_error
-from kubetune_trainer.storage import Storage, parse_uri, sha256_file
+from kubetune_trainer.storage import Storage, sha256_file
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_CANNOT_VERIFY = 0, 1, 2
 
@@ -42,34 +39,9 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_CANNOT_VERIFY = 0, 1, 2
 def parse_manifest(text: str, uri: str) -> Manifest:
     """The manifest, or a config error naming `uri` and what is wrong with it."""
     try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise config_error(f"{uri} is not JSON: {exc}") from exc
-    # Checked before the model so that a newer layout is named as such, not as a list of field errors.
-    version = data.get("schemaVersion", SCHEMA_VERSION) if isinstance(data, dict) else SCHEMA_VERSION
-    if version != SCHEMA_VERSION:
-        raise config_error(f"{uri} has schemaVersion {version!r}; this verifier reads {SCHEMA_VERSION}")
-    try:
-        return Manifest.model_validate(data)
-    except ValidationError as exc:
-        raise config_error(f"{uri} is not a {SCHEMA_VERSION} manifest: {describe_errors(exc)}") from exc
-
-
-def _parts(uri: str) -> tuple[str, ...]:
-    location = parse_uri(uri)
-    if isinstance(location, Path):
-        return ("file:", *location.resolve().parts)
-    return ("s3:", location.bucket, *PurePosixPath(location.key).parts)
-
-
-def local_folders(manifest: Manifest, manifest_uri: str) -> list[PurePosixPath]:
-    """Each artifact's folder relative to the deepest folder holding the manifest and every artifact."""
-    folders = [_parts(artifact.uri) for artifact in manifest.artifacts]
-    common = list(_parts(manifest_uri)[:-1])
-    for folder in folders:
-        while tuple(common) != folder[: len(common)]:
-            common.pop()
-    return [PurePosixPath(*folder[len(common) :]) for folder in folders]
+        return manifest_model.parse_manifest(text, uri, reader="this verifier")
+    except manifest_model.ManifestError as exc:
+        raise config_error(str(exc)) from exc
 
 
 @dataclass
