@@ -198,3 +198,40 @@ def test_early_stopping_suspends_a_trial_that_cannot_beat_the_best(
     assert stop.message.startswith("early-1: evalLoss ") and "cannot beat early-0's" in stop.message
     live = float(stop.message.split()[2])
     assert live > status["bestTrial"]["metric"], (stop.message, status["bestTrial"])
+
+
+def test_a_trial_name_held_by_another_finetunejob_stalls_the_sweep_visibly(
+    operator_release: str,
+    workspace: str,
+    s3_seeded: dict[str, str],
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+) -> None:
+    """A FineTuneJob the sweep does not own already holds `taken-0`: the sweep never adopts it and
+    never waits for it silently; it fails with the name and what to do, and a Warning Event."""
+    squatter = tiny_job("taken-0", s3_seeded, suspend=True)  # suspended: it runs no pod
+    custom.create_namespaced_custom_object(GROUP, VERSION, workspace, "finetunejobs", squatter)
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, workspace, "finetunesweeps", sweep_body("taken", s3_seeded)
+    )
+
+    def failed() -> dict[str, Any] | None:
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, workspace, "finetunesweeps", "taken")
+        return obj if (obj.get("status") or {}).get("phase") == "Failed" else None
+
+    status = wait_for(failed, 60, "the sweep to fail")["status"]
+    assert "FineTuneJob taken-0 already exists and is not a trial of this sweep" in status["message"]
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True"
+    assert "kubetune.dev/sweep" not in (
+        custom.get_namespaced_custom_object(GROUP, VERSION, workspace, "finetunejobs", "taken-0")[
+            "metadata"
+        ].get("labels")
+        or {}
+    )
+    warnings = wait_for(
+        lambda: [e for e in events_for(core, workspace, "taken") if e.type == "Warning"],
+        30,
+        "a Warning Event",
+    )
+    assert "taken-0 already exists" in warnings[0].message

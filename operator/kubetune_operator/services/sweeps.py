@@ -30,6 +30,10 @@ class SweepPass:
     status_written: bool
 
 
+class TrialNameTaken(Exception):
+    """A trial's name is held by a FineTuneJob the sweep does not own: the sweep cannot run."""
+
+
 class SweepService:
     def __init__(
         self,
@@ -96,6 +100,8 @@ class SweepService:
         for trial in decision.create:
             try:
                 created = self.create_trial(sweep, bodies[trial.name])
+            except TrialNameTaken as taken:
+                return events, str(taken)
             except ApiException as e:
                 if e.status in (400, 422):
                     # The API server's CRD refused what our models accept: the sweep cannot run.
@@ -125,15 +131,22 @@ class SweepService:
         return out
 
     def create_trial(self, sweep: FineTuneSweep, body: dict[str, Any]) -> bool:
-        """True if created now; a 409 means it exists already (a fixed name makes this idempotent)."""
+        """True if created now, False if this sweep's trial exists already (a fixed name makes this
+        idempotent); TrialNameTaken if another FineTuneJob holds the name."""
+        namespace, name = str(sweep.metadata.namespace), body["metadata"]["name"]
         try:
-            self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, str(sweep.metadata.namespace), PLURAL, body
-            )
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
         except ApiException as e:
-            if e.status == 409:
+            if e.status != 409:
+                raise
+            existing: Any = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            owners = (existing.get("metadata") or {}).get("ownerReferences") or []
+            if any(o.get("uid") == sweep.metadata.uid and o.get("controller") for o in owners):
                 return False
-            raise
+            raise TrialNameTaken(
+                f"FineTuneJob {name} already exists and is not a trial of this sweep: delete it, or "
+                "give the sweep another name"
+            ) from e
         return True
 
     def stop_trial(self, sweep: FineTuneSweep, name: str, reason: str) -> None:
