@@ -25,6 +25,7 @@ from kubetune_api.labels import (
     EXPORTER,
     FINETUNEJOB_LABEL,
     JOBSET_RESTART_LABEL,
+    PLANNER,
     RUN_ID_LABEL,
     TRAINER,
 )
@@ -45,6 +46,7 @@ class Run:
     nodes: int
     phase: str
     message: str
+    dry_run: bool = False
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> Run:
@@ -63,6 +65,7 @@ class Run:
             nodes=int((spec.get("resources") or {}).get("nodes") or 1),
             phase=str(status.get("phase") or "Pending"),
             message=str(status.get("message") or ""),
+            dry_run=bool(spec.get("dryRun")),
         )
 
     def state(self) -> str:
@@ -148,6 +151,11 @@ class Finder:
         """The newest attempt's pod, and how many attempts there were."""
         while True:
             run = self.run()
+            if run.dry_run:
+                # A dry run has one pod, the plan pod: that is the log to show.
+                if self.component == EXPORTER:
+                    raise CliError(f"{self.name} is a dry run (spec.dryRun): it exports nothing", 2)
+                self.component = PLANNER
             self.check_rank(run)
             everything, pods = self.candidates(run)
             if pods:
@@ -173,7 +181,7 @@ class Finder:
             )
 
     def stage(self) -> str:
-        return "export" if self.component == EXPORTER else "trainer"
+        return {EXPORTER: "export", PLANNER: "plan"}.get(self.component, "trainer")
 
     def no_pods(self, run: Run, everything: list[client.V1Pod]) -> str:
         where = f"FineTuneJob {self.cluster.namespace}/{self.name}"
@@ -226,9 +234,9 @@ def logs(
     from kubetune_cli.main import kube
 
     cluster = kube(ctx)
-    component = EXPORTER if export else TRAINER
-    finder = Finder(cluster, name, component, rank)
+    finder = Finder(cluster, name, EXPORTER if export else TRAINER, rank)
     run, pod, attempts = finder.find(follow and not previous)
+    component = finder.component  # the plan pod's, for a dry run
     errors.print(header(run, pod, attempts, component, rank), highlight=False, markup=False)
     target = pod_name(pod)
     if not started(pod, component):

@@ -35,6 +35,14 @@ def test_plan_prints_what_the_dry_run_found(
     described = kubetune("-n", workspace, "get", "cli-plan")
     assert described.stdout.splitlines()[1].split()[:2] == ["cli-plan", "Succeeded"], described.stdout
 
+    # A dry run's log is its plan pod's; it has no export.
+    logged = kubetune("-n", workspace, "logs", "cli-plan")
+    assert logged.returncode == 0, logged
+    assert logged.stderr.startswith("==> pod cli-plan-plan-") and "(planner, " in logged.stderr, logged.stderr
+    assert logged.stdout.strip(), "the plan pod logged nothing"
+    no_export = kubetune("-n", workspace, "logs", "cli-plan", "--export")
+    assert no_export.returncode == 2 and "is a dry run (spec.dryRun): it exports nothing" in no_export.stderr
+
 
 def test_a_plan_with_an_error_is_exit_code_1_with_its_reason(
     operator_release: str,
