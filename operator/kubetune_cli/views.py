@@ -108,6 +108,10 @@ def describe(obj: dict[str, Any], events: list[Any]) -> RenderableType:
                 ]
             ),
         ]
+    if status.plan is not None:
+        from kubetune_cli.plan import plan_view  # plan.py renders the plan for `kubetune plan` too
+
+        parts += [_heading("Plan (dry run)"), plan_view(status.plan)]
     if status.metrics:
         parts += [_heading("Metrics"), _pairs([(k, _number(v)) for k, v in sorted(status.metrics.items())])]
     if status.last_checkpoint is not None:

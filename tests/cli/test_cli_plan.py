@@ -32,8 +32,11 @@ def test_plan_prints_what_the_dry_run_found(
     assert "Phrase: " in out and "Tone: " in out, out  # the template rendered on a first row
     assert "Peak memory per device" in out and "lora (spec)" in out, out
 
-    described = kubetune("-n", workspace, "get", "cli-plan")
-    assert described.stdout.splitlines()[1].split()[:2] == ["cli-plan", "Succeeded"], described.stdout
+    listed = kubetune("-n", workspace, "get", "cli-plan")
+    assert listed.stdout.splitlines()[1].split()[:2] == ["cli-plan", "Succeeded"], listed.stdout
+
+    described = kubetune("-n", workspace, "describe", "cli-plan")
+    assert "Plan (dry run):" in described.stdout and "Peak memory per device" in described.stdout
 
     # A dry run's log is its plan pod's; it has no export.
     logged = kubetune("-n", workspace, "logs", "cli-plan")
