@@ -12,8 +12,9 @@ Readers ignore fields they do not know.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
 
 from pydantic import Field, ValidationError
@@ -117,6 +118,15 @@ class Manifest(ManifestModel):
     gate: GateRecord = Field(description="The run's verdict: Failed when any target failed.")
     targets: list[TargetRecord] = Field(description="Each export target.")
     artifacts: list[ArtifactRecord] = Field(description="Every folder of the bundle with its files.")
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, as the manifest records it (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class ManifestError(ValueError):

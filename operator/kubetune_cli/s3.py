@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from kubetune_api import OutputSpec
-from kubetune_api.manifest import FileRecord
+from kubetune_api.manifest import FileRecord, sha256_file
 from kubetune_cli.kube import EXIT_API, EXIT_ARTIFACTS, CliError, Kube, explain
 
 CHUNK = 1024 * 1024
@@ -131,14 +131,6 @@ def read(s3: Any, uri: str, what: str, byte_range: str | None = None) -> bytes:
         return bytes(s3.get_object(Bucket=loc.bucket, Key=loc.key, **extra)["Body"].read())
     except Exception as e:
         raise s3_error(e, uri, what) from e
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def already_verified(path: Path, record: FileRecord) -> bool:

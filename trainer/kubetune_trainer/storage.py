@@ -7,7 +7,6 @@ talks to AWS, SeaweedFS or MinIO, and tests point it at a real server by setting
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 from collections.abc import Iterator
@@ -16,11 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from kubetune_api.manifest import sha256_file as sha256_file
 from kubetune_trainer.errors import TrainerError, storage_error
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 8 << 20
 # S3 error codes whose cause the user can fix, with a hint.
 _S3_HINTS = {
     "NoSuchBucket": "the bucket does not exist",
@@ -81,14 +80,6 @@ def join_uri(uri: str, *parts: str) -> str:
         return str(location.joinpath(*parts))
     key = "/".join(p.strip("/") for p in (location.key, *parts) if p.strip("/"))
     return f"s3://{location.bucket}/{key}"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def describe_file(path: Path, relative: str, uri: str) -> FileEntry:
