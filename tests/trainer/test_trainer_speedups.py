@@ -116,6 +116,101 @@ def test_the_lm_head_at_labeled_positions_only_keeps_the_losses(
         assert sum(fast_rows) < 0.2 * sum(plain_rows), (sum(fast_rows), sum(plain_rows))
 
 
+# --- The LM head fused with its cross-entropy --------------------------------------------------------
+
+FUSED_CASES = {
+    "lora-chat-packed": ({"format": "chat", "packing": True}, {}),
+    "lora-text-accumulated": ({"format": "text", "gradientAccumulationSteps": 2}, {}),
+    # Full fine-tuning trains the (tied) head weight too: its gradient comes from the fused pass.
+    "full-text-packed": ({"format": "text", "packing": True}, {"method": "full", "lora": None}),
+}
+
+
+@pytest.mark.parametrize("case", FUSED_CASES)
+def test_the_fused_head_loss_keeps_the_losses(
+    tmp_path: Path, tiny_model_dir: Path, tone_dir: Path, make_input, case: str
+) -> None:
+    from kubetune_trainer.data import read_rows
+
+    settings, overrides = FUSED_CASES[case]
+    settings = dict(settings)
+    fmt = settings.pop("format")
+    if fmt == "chat":
+        rows, dataset = chat_rows(48), {"trainUri": "/data/chat.jsonl", "format": "chat"}
+    else:
+        rows = read_rows(tone_dir / "train.jsonl")
+        dataset = {"trainUri": "/data/tone.jsonl", "textTemplate": "Phrase: {phrase}\nTone: {tone}"}
+    training = {"maxSteps": STEPS, "batchSize": 4, "learningRate": 1e-3, "maxSeqLength": 512, **settings}
+    spec = make_input(
+        str(tiny_model_dir), str(tmp_path / "out"), dataset=dataset, training=training, **overrides
+    ).spec
+
+    plain, _ = losses(spec, tiny_model_dir, rows, tmp_path / "plain", fused_head_loss=False)
+    fused, _ = losses(spec, tiny_model_dir, rows, tmp_path / "fused", fused_head_loss=True)
+
+    assert len(plain) == len(fused) == STEPS
+    assert max(abs(a - b) for a, b in zip(plain, fused, strict=True)) <= 1e-3, (plain, fused)
+    assert plain[-1] < plain[0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("train_weight", [False, True])
+def test_head_cross_entropy_sum_equals_the_full_logits_loss_and_its_gradients(
+    dtype: str, train_weight: bool
+) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from kubetune_trainer.fused_head_loss import CHUNK_ROWS, head_cross_entropy_sum
+
+    torch.manual_seed(0)
+    dt = getattr(torch, dtype)
+    rows = 2 * CHUNK_ROWS + 37  # two full chunks and a short one
+    hidden = torch.randn(rows, 64, dtype=dt, requires_grad=True)
+    weight = (0.1 * torch.randn(1000, 64)).to(dt).requires_grad_(train_weight)
+    targets = torch.randint(0, 1000, (rows,))
+
+    expected = F.cross_entropy((hidden @ weight.t()).float(), targets, reduction="sum") / 7
+    expected.backward()
+    expected_grads = [hidden.grad.clone()] + ([weight.grad.clone()] if train_weight else [])
+    hidden.grad = weight.grad = None
+    fused = head_cross_entropy_sum(hidden, weight, targets) / 7
+    fused.backward()
+    grads = [hidden.grad] + ([weight.grad] if train_weight else [])
+
+    assert fused.dtype == torch.float32
+    tolerance = 1e-6 if dt == torch.float32 else 1e-2  # bf16: the logits' own rounding
+    assert abs(fused.item() - expected.item()) <= tolerance * abs(expected.item())
+    for got, want in zip(grads, expected_grads, strict=True):
+        assert got.dtype == want.dtype
+        scale = want.abs().max().item()
+        assert (got.float() - want.float()).abs().max().item() <= tolerance * 10 * scale
+
+
+def test_head_cross_entropy_sum_of_no_rows_is_zero() -> None:
+    import torch
+
+    from kubetune_trainer.fused_head_loss import head_cross_entropy_sum
+
+    hidden = torch.zeros(0, 8, requires_grad=True)
+    loss = head_cross_entropy_sum(hidden, torch.randn(10, 8), torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0 and hidden.grad.shape == (0, 8)
+
+
+def test_the_head_is_fused_only_where_the_logits_are_its_plain_output(tiny_model_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from kubetune_trainer.labeled_head import LabeledPositionsHead
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    assert LabeledPositionsHead(model).fused  # a Llama: nothing after the head
+    assert not LabeledPositionsHead(model, fused_loss=False).fused
+    model.config.model_type = "gemma2"  # soft-caps its logits after the head
+    assert not LabeledPositionsHead(model).fused
+
+
 # --- LoRA dropout masks from NumPy on the CPU ------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """The HF Trainer with what Kubetune adds to it: real-token counts of packed batches, the LM head only at
-labeled positions in training (labeled_head), LoRA dropout masks drawn faster on the CPU (fast_dropout),
-and perplexity and task metrics in every evaluation."""
+labeled positions in training (labeled_head) and fused with its loss (fused_head_loss), LoRA dropout
+masks drawn faster on the CPU (fast_dropout), and perplexity and task metrics in every evaluation."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from kubetune_trainer import distributed
 from kubetune_trainer import fast_dropout as fast_dropout_module
 from kubetune_trainer.data import REAL_TOKENS
 from kubetune_trainer.evaluation import AnswerEvaluator, perplexity
-from kubetune_trainer.labeled_head import LabeledPositionsHead, labeled_loss
+from kubetune_trainer.labeled_head import LabeledPositionsHead
 
 
 class KubetuneTrainer(Trainer):
@@ -21,6 +21,7 @@ class KubetuneTrainer(Trainer):
         *args: Any,
         answer_evaluator: AnswerEvaluator | None = None,
         labeled_positions_only: bool = True,
+        fused_head_loss: bool = True,
         fast_dropout: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -28,7 +29,7 @@ class KubetuneTrainer(Trainer):
         self.answer_evaluator = answer_evaluator
         if fast_dropout:
             fast_dropout_module.install(self.model)
-        head = LabeledPositionsHead(self.model) if labeled_positions_only else None
+        head = LabeledPositionsHead(self.model, fused_head_loss) if labeled_positions_only else None
         self.labeled_head = head if head is not None and head.supported else None
 
     def compute_loss(
@@ -44,7 +45,8 @@ class KubetuneTrainer(Trainer):
         labels = inputs.pop("labels")
         with head.selecting(labels) as targets:
             outputs = model(**inputs)
-        loss = labeled_loss(outputs.logits, targets, num_items_in_batch)
+        # With the fused loss, outputs.logits holds the selected hidden states, not logits.
+        loss = head.loss(outputs.logits, targets, num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # As the base class: the count spans every rank, and DDP averages the gradients.
             loss = loss * self.accelerator.num_processes

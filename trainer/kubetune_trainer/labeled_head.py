@@ -8,6 +8,10 @@ positions; the loss is then the same cross-entropy over the same targets as tran
 (summed over the batch's labeled tokens, divided by the accumulated batch's count), so the gradients do
 not change. The model is still called through its own forward (and any DDP/FSDP wrapper around it), so
 logit soft-capping and scaling, which models apply after the head, stay in place.
+
+Where the logits are exactly the head's output (PLAIN_LOGITS) the head is skipped as well: the model
+hands back the selected hidden states, and the loss comes from them and the head's weight in one fused,
+chunked pass (fused_head_loss) instead of full-size logits, log-softmax and their gradients.
 """
 
 from __future__ import annotations
@@ -20,17 +24,33 @@ import torch
 import torch.nn.functional as F
 
 from kubetune_trainer.data import IGNORE
+from kubetune_trainer.fused_head_loss import head_cross_entropy_sum
+
+# Architectures whose logits are the head's output unchanged: no soft-capping or scaling after it
+# (Gemma 2's final_logit_softcapping, Cohere's logit_scale and Granite's logits_scaling would be lost).
+PLAIN_LOGITS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3"})
 
 
 class LabeledPositionsHead:
     """Installs the pre-hook on the model's output embedding; `selecting(labels)` arms it for one call."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, fused_loss: bool = True) -> None:
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         self._selected: torch.Tensor | None = None
-        self.supported = isinstance(head, torch.nn.Linear)
-        if isinstance(head, torch.nn.Linear):
-            head.register_forward_pre_hook(self._select_hidden)
+        self._skip_head = False
+        self.head = head if isinstance(head, torch.nn.Linear) else None
+        self.supported = self.head is not None
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        plain_logits = model_type in PLAIN_LOGITS and self.head is not None and self.head.bias is None
+        self.fused = fused_loss and plain_logits
+        if self.head is not None:
+            self.head.register_forward_pre_hook(self._select_hidden)
+        if self.head is not None and self.fused:
+            # This instance's forward only, so that the model still calls the head (and its hooks) itself.
+            compute_logits = self.head.forward
+            self.head.forward = (  # type: ignore[method-assign]
+                lambda input: input if self._skip_head else compute_logits(input)
+            )
 
     def _select_hidden(self, module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         if self._selected is None:
@@ -44,16 +64,27 @@ class LabeledPositionsHead:
         predicts = torch.zeros_like(labels, dtype=torch.bool)
         predicts[:, :-1] = labels[:, 1:] != IGNORE
         self._selected = predicts
+        self._skip_head = self.fused
         try:
             yield labels[:, 1:][predicts[:, :-1]]
         finally:
             self._selected = None
+            self._skip_head = False
+
+    def loss(
+        self, head_output: torch.Tensor, targets: torch.Tensor, num_items_in_batch: Any = None
+    ) -> torch.Tensor:
+        """transformers' causal LM loss over the selected positions, from what the model returned as its
+        logits: the logits themselves, or the selected hidden states where the head was skipped."""
+        if self.fused and self.head is not None:
+            summed = head_cross_entropy_sum(head_output, self.head.weight, targets)
+        else:
+            summed = F.cross_entropy(head_output.float(), targets, reduction="sum")
+        return normalized(summed, targets, num_items_in_batch)
 
 
-def labeled_loss(logits: torch.Tensor, targets: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
-    """transformers' causal LM loss over already selected positions: a sum over the labeled tokens
-    divided by the accumulated batch's count, or their mean without one."""
-    loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+def normalized(loss: torch.Tensor, targets: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+    """A sum over the labeled tokens divided by the accumulated batch's count, or their mean without one."""
     if num_items_in_batch is None:
         return loss / max(targets.numel(), 1)
     if hasattr(num_items_in_batch, "to"):
