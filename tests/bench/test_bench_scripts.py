@@ -1,5 +1,5 @@
-"""The throughput benchmark still runs against the trainer's current API (a smoke run on the tiny model;
-the figures themselves are recorded in docs/benchmarks.md, not asserted). Every case runs once and
+"""The throughput and speed-up benchmarks still run against the trainer's current API (smoke runs on the
+tiny model; the figures themselves are recorded in docs/benchmarks.md, not asserted). Every case runs once and
 each workload once, with Kubetune in both (its ratio to the best baseline is the script's point): the
 cases are split over the two workloads, which halves the processes a full matrix would start."""
 
@@ -54,3 +54,27 @@ def test_throughput_benchmark_runs_its_cases_with_the_tiny_model(workload: str, 
         assert case["realTokensPerSecond"] > 0 and 0 < case["mfu"] < 1, case
         assert len(case["losses"]) >= 3, case
     assert result.stdout.count("ratio (real tokens/s, Kubetune / best baseline") == 1
+
+
+def test_levers_benchmark_times_every_variant_with_the_tiny_model() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "hack")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "levers.py"),
+            *["--model", "tiny", "--workloads", "tone", "--rounds", "1", "--batches", "1"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for variant in (
+        "every speed-up",
+        "without the fused head loss",
+        "without the labeled-positions head",
+        "without the fast dropout masks",
+    ):
+        assert f"| {variant} | " in result.stdout, result.stdout

@@ -31,6 +31,13 @@ from kubetune_trainer.fused_head_loss import head_cross_entropy_sum
 PLAIN_LOGITS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3"})
 
 
+def head_can_fuse(model: Any) -> bool:
+    """Whether the model's logits are its bias-free Linear head's output unchanged (PLAIN_LOGITS)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return isinstance(head, torch.nn.Linear) and head.bias is None and model_type in PLAIN_LOGITS
+
+
 class LabeledPositionsHead:
     """Installs the pre-hook on the model's output embedding; `selecting(labels)` arms it for one call."""
 
@@ -40,9 +47,7 @@ class LabeledPositionsHead:
         self._skip_head = False
         self.head = head if isinstance(head, torch.nn.Linear) else None
         self.supported = self.head is not None
-        model_type = getattr(getattr(model, "config", None), "model_type", None)
-        plain_logits = model_type in PLAIN_LOGITS and self.head is not None and self.head.bias is None
-        self.fused = fused_loss and plain_logits
+        self.fused = fused_loss and head_can_fuse(model)
         if self.head is not None:
             self.head.register_forward_pre_hook(self._select_hidden)
         if self.head is not None and self.fused:

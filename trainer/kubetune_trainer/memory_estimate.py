@@ -16,9 +16,12 @@ counts it took from the module tree on the meta device. The terms, in bytes:
   dropout output plus a one-byte mask (1.25 x its input size). Attention is taken as a fused kernel
   (flash / memory-efficient SDPA): no seq x seq matrix. With gradient checkpointing every layer keeps
   its input only, and one layer at a time is recomputed with its full activations.
-- logits: the LM head runs on labeled positions only (labeled_head.py); per labeled position the fp32
-  logits, cross-entropy's log-softmax, the gradients flowing back through both: 4 x vocab x 4 bytes
-  (the fourth, a backward temporary, measured on the CPU).
+- logits: the LM head runs on labeled positions only (labeled_head.py). Fused with its loss
+  (fused_head_loss.py, where the model's logits are the head's plain output) it holds one chunk's fp32
+  logits and log-softmax at a time, plus the hidden states' gradient of every labeled position;
+  otherwise, per labeled position, the fp32 logits, cross-entropy's log-softmax and the gradients
+  flowing back through both: 4 x vocab x 4 bytes (the fourth, a backward temporary, measured on the
+  CPU).
 - overhead: what a training process holds beside the model. On the CPU 192 MiB, measured (SmolLM2,
   docs/trainer.md): the kernels' code paged in by the first step, tokenizer, data, the Trainer and
   allocator slack. On a GPU the CUDA context and the cuBLAS workspace, 512 MiB.
@@ -37,6 +40,8 @@ ACTIVATION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 TRAINABLE_STATE_BYTES = 3 * FP32
 # Logits, log-softmax and their gradients, all fp32, per labeled position and vocabulary entry.
 LOGIT_COPIES = 4
+# The fused head loss: a chunk's logits and their log-softmax (turned into the gradient in place).
+FUSED_LOGIT_COPIES = 2
 # A LoRA target keeps its dropout output and the dropout mask (one byte per element): 1.25 x input.
 LORA_TARGET_FACTOR = 1.25
 OVERHEAD_BYTES = {"cpu": 192 * MiB, "gpu": 512 * MiB}
@@ -63,6 +68,8 @@ class ModelShape:
     # Parameters of the Linear layers inside the repeated blocks (what qlora quantizes).
     block_linear_parameters: int
     head_dim: int | None = None
+    # Rows per chunk where the head is fused with its loss (fused_head_loss.CHUNK_ROWS); None: not fused.
+    head_chunk_rows: int | None = None
 
     @property
     def kv_size(self) -> int:
@@ -136,6 +143,9 @@ def activation_bytes(shape: ModelShape, setting: Setting) -> int:
 
 def logit_bytes(shape: ModelShape, setting: Setting) -> int:
     labeled = setting.batch_size * setting.seq_length * setting.labeled_share
+    if shape.head_chunk_rows:
+        chunk = FUSED_LOGIT_COPIES * min(labeled, shape.head_chunk_rows) * shape.vocab_size
+        return int((chunk + labeled * shape.hidden_size) * FP32)
     return int(LOGIT_COPIES * labeled * shape.vocab_size * FP32)
 
 

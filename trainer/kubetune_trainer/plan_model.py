@@ -70,6 +70,9 @@ def model_facts(config: Any, tokenizer: Any, base_format: str) -> ModelFacts:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from kubetune_trainer.fused_head_loss import CHUNK_ROWS
+    from kubetune_trainer.labeled_head import head_can_fuse
+
     try:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
@@ -96,6 +99,7 @@ def model_facts(config: Any, tokenizer: Any, base_format: str) -> ModelFacts:
         total_parameters=int(total),
         block_linear_parameters=int(block_linear),
         head_dim=getattr(text, "head_dim", None),
+        head_chunk_rows=CHUNK_ROWS if head_can_fuse(model) else None,
     )
     counts = {
         name: sum(p.numel() for p in module.parameters()) for name, module in model.named_modules() if name

@@ -1,0 +1,148 @@
+"""Each training speed-up of the trainer, on and off, back to back in one process.
+
+    PYTHONPATH=hack uv run python bench/levers.py                      # both workloads, SmolLM2
+    PYTHONPATH=hack uv run python bench/levers.py --model tiny --rounds 1 --batches 1
+
+Separate processes on a shared machine vary by 10% or more from run to run, more than a single lever
+is worth, so throughput.py's case-against-case figures cannot tell what each lever adds. Here one
+process builds the Kubetune case of throughput.py (its spec, data, collator and KubetuneTrainer, the
+same examples per step), takes a few of its batches, and times the forward and backward of each batch
+with every speed-up on, then with one of them off, in turn, for several rounds; the figure is the
+median over rounds and batches. The optimizer step is the same in every variant and is left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "hack"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import train_cases  # noqa: E402  (bench/ is on sys.path when a script in it runs)
+import workloads  # noqa: E402
+from throughput import example_lengths, model_dir  # noqa: E402
+
+
+@contextmanager
+def all_on(trainer: Any) -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def without_fused_head_loss(trainer: Any) -> Iterator[None]:
+    head = trainer.labeled_head
+    fused, head.fused = head.fused, False
+    try:
+        yield
+    finally:
+        head.fused = fused
+
+
+@contextmanager
+def without_labeled_head(trainer: Any) -> Iterator[None]:
+    """transformers' own loss over logits at every position (and so no fused head either)."""
+    head, trainer.labeled_head = trainer.labeled_head, None
+    try:
+        yield
+    finally:
+        trainer.labeled_head = head
+
+
+@contextmanager
+def without_fast_dropout(trainer: Any) -> Iterator[None]:
+    import torch.nn.functional as F
+
+    from kubetune_trainer.fast_dropout import FastDropout
+
+    forward = FastDropout.forward
+    FastDropout.forward = lambda self, x: F.dropout(x, self.p, self.training)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        FastDropout.forward = forward  # type: ignore[method-assign]
+
+
+VARIANTS: dict[str, Callable[[Any], Any]] = {
+    "every speed-up": all_on,
+    "without the fused head loss": without_fused_head_loss,
+    "without the labeled-positions head": without_labeled_head,
+    "without the fast dropout masks": without_fast_dropout,
+}
+
+
+def measure(workload: workloads.Workload, folder: Path, batches: int, rounds: int) -> dict[str, list[float]]:
+    import torch
+
+    out = Path(tempfile.mkdtemp(prefix="bench-levers-")) / "run"
+    trainer, _ = train_cases.kubetune(workload, folder, out, steps=batches)
+    model = trainer.model
+    model.train()
+    inputs = []
+    for batch in trainer.get_train_dataloader():
+        inputs.append(trainer._prepare_inputs(batch))
+        if len(inputs) == batches + 1:
+            break
+    warmup, timed = inputs[0], inputs[1:]
+    seconds: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for round_ in range(rounds + 1):  # round 0 warms every variant up, untimed
+        for name, variant in VARIANTS.items():
+            with variant(trainer):
+                for batch in [warmup] if round_ == 0 else timed:
+                    torch.manual_seed(round_)
+                    start = time.perf_counter()
+                    trainer.compute_loss(model, dict(batch)).backward()
+                    if round_:
+                        seconds[name].append(time.perf_counter() - start)
+                    model.zero_grad(set_to_none=True)
+    return seconds
+
+
+def report(name: str, seconds: dict[str, list[float]]) -> list[str]:
+    base = statistics.median(seconds["every speed-up"])
+    lines = [f"\n{name}: forward + backward of one step, median s", "| variant | s | vs every speed-up |"]
+    lines.append("| --- | --- | --- |")
+    for variant, values in seconds.items():
+        median = statistics.median(values)
+        lines.append(f"| {variant} | {median:.3f} | {median / base:.2f}x |")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
+    parser.add_argument("--workloads", default="tone,chat")
+    parser.add_argument("--batches", type=int, default=3, help="timed batches per variant and round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tokens-per-step", type=int, default=train_cases.BATCH * train_cases.MAX_SEQ_LENGTH)
+    parser.add_argument("--max-seq-length", type=int, default=train_cases.MAX_SEQ_LENGTH)
+    args = parser.parse_args()
+    train_cases.MAX_SEQ_LENGTH = args.max_seq_length
+    folder = model_dir(args.model)
+    for name in args.workloads.split(","):
+        workload = workloads.load(name)
+        lengths = example_lengths(folder, workload)
+        # The same examples per step as throughput.py: as many as fill its tokens per step on average.
+        train_cases.EXAMPLES_PER_STEP = max(1, round(args.tokens_per_step * len(lengths) / sum(lengths)))
+        seconds = measure(workload, folder, args.batches, args.rounds)
+        print(
+            "\n".join(report(f"{name} ({train_cases.EXAMPLES_PER_STEP} examples a step)", seconds)),
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
