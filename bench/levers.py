@@ -7,8 +7,10 @@ Separate processes on a shared machine vary by 10% or more from run to run, more
 is worth, so throughput.py's case-against-case figures cannot tell what each lever adds. Here one
 process builds the Kubetune case of throughput.py (its spec, data, collator and KubetuneTrainer, the
 same examples per step), takes a few of its batches, and times the forward and backward of each batch
-with every speed-up on, then with one of them off, in turn, for several rounds; the figure is the
-median over rounds and batches. The optimizer step is the same in every variant and is left out.
+with every speed-up on and with each one off in turn, one right after the other (in reverse order every
+other round), so that each variant is compared with "every speed-up" on the same batch moments apart.
+The figures are the median time and the median of those paired ratios over rounds and batches. The
+optimizer step is the same in every variant and is left out.
 """
 
 from __future__ import annotations
@@ -93,28 +95,34 @@ def measure(workload: workloads.Workload, folder: Path, batches: int, rounds: in
         inputs.append(trainer._prepare_inputs(batch))
         if len(inputs) == batches + 1:
             break
-    warmup, timed = inputs[0], inputs[1:]
+
+    def timed(name: str, batch: dict[str, Any], seed: int) -> float:
+        with VARIANTS[name](trainer):
+            torch.manual_seed(seed)
+            start = time.perf_counter()
+            trainer.compute_loss(model, dict(batch)).backward()
+            seconds = time.perf_counter() - start
+            model.zero_grad(set_to_none=True)
+        return seconds
+
+    for name in VARIANTS:  # warm-up, untimed
+        timed(name, inputs[0], 0)
     seconds: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for round_ in range(rounds + 1):  # round 0 warms every variant up, untimed
-        for name, variant in VARIANTS.items():
-            with variant(trainer):
-                for batch in [warmup] if round_ == 0 else timed:
-                    torch.manual_seed(round_)
-                    start = time.perf_counter()
-                    trainer.compute_loss(model, dict(batch)).backward()
-                    if round_:
-                        seconds[name].append(time.perf_counter() - start)
-                    model.zero_grad(set_to_none=True)
+    for round_ in range(1, rounds + 1):
+        order = list(VARIANTS) if round_ % 2 else list(reversed(VARIANTS))
+        for batch in inputs[1:]:
+            for name in order:
+                seconds[name].append(timed(name, batch, round_))
     return seconds
 
 
 def report(name: str, seconds: dict[str, list[float]]) -> list[str]:
-    base = statistics.median(seconds["every speed-up"])
-    lines = [f"\n{name}: forward + backward of one step, median s", "| variant | s | vs every speed-up |"]
-    lines.append("| --- | --- | --- |")
+    base = seconds["every speed-up"]
+    lines = [f"\n{name}: forward + backward of one step"]
+    lines += ["| variant | median s | paired ratio to every speed-up |", "| --- | --- | --- |"]
     for variant, values in seconds.items():
-        median = statistics.median(values)
-        lines.append(f"| {variant} | {median:.3f} | {median / base:.2f}x |")
+        ratios = [value / own for value, own in zip(values, base, strict=True)]
+        lines.append(f"| {variant} | {statistics.median(values):.3f} | {statistics.median(ratios):.3f}x |")
     return lines
 
 
