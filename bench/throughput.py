@@ -2,6 +2,7 @@
 
     PYTHONPATH=hack uv run python bench/throughput.py                  # both workloads, every case
     PYTHONPATH=hack uv run python bench/throughput.py --model tiny --cases hf-dynamic,trl,kubetune --steps 2
+    PYTHONPATH=hack uv run python bench/throughput.py --repeats 3 --cases olive,kubetune   # rounds, medians
 
 Cases (each in its own process, so peak RSS is its own): HF Trainer + PEFT with dynamic padding, TRL's
 SFTTrainer with packing and padding_free, Olive's `olive finetune` in its own environment (made on first
@@ -10,7 +11,10 @@ without its speed-ups: kubetune-plain). Workloads: bench/workloads.py. Settings:
 
 Before the cases, a matmul microbenchmark measures the machine's peak at the training dtype; each case's
 MFU is its model FLOPs per real token (bench/flops.py) x real tokens/s / that peak. Prints one table per
-workload and Kubetune's ratio to the best baseline; --json writes every figure and loss curve.
+workload and Kubetune's ratio to the best baseline; --json writes every figure and loss curve. Separate
+processes on a shared machine vary by 10-20% from run to run: --repeats N runs every case N times (in
+reverse order every other round), reports each case's median round and Kubetune's ratio within each
+round.
 """
 
 from __future__ import annotations
@@ -147,9 +151,11 @@ def report(workload: str, results: dict[str, dict[str, Any]], examples: int) -> 
             lines.append(f"{LABELS[case]:<40} failed: {r['error'].splitlines()[0]}")
             continue
         loss = f"{r['losses'][0]:.3f} -> {r['losses'][-1]:.3f}" if r["losses"] else "-"
+        spread = r.get("rounds", [])
+        rounds = f"  rounds {min(spread)}-{max(spread)} tok/s" if len(spread) > 1 else ""
         lines.append(
             f"{LABELS[case]:<40} {r['realTokensPerSecond']:>10} {r['secondsPerStep']:>7} "
-            f"{r['realTokensPerStep']:>8} {r['peakRssMiB']:>5} MiB {r['mfu'] * 100:>5.1f}%  {loss}"
+            f"{r['realTokensPerStep']:>8} {r['peakRssMiB']:>5} MiB {r['mfu'] * 100:>5.1f}%  {loss}{rounds}"
         )
     baselines = {c: r for c, r in results.items() if c in BASELINES and "error" not in r}
     if baselines and "kubetune" in results and "error" not in results["kubetune"]:
@@ -157,6 +163,24 @@ def report(workload: str, results: dict[str, dict[str, Any]], examples: int) -> 
         ratio = results["kubetune"]["realTokensPerSecond"] / baselines[best]["realTokensPerSecond"]
         lines.append(f"ratio (real tokens/s, Kubetune / best baseline = {LABELS[best]}): {ratio:.2f}")
     return lines
+
+
+def median_round(case: str, rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The case's round with the median real tokens/s (its whole record), with every round's figure."""
+    runs = [r[case] for r in rounds if "error" not in r[case]]
+    if not runs:
+        return rounds[0][case]
+    ordered = sorted(runs, key=lambda r: r["realTokensPerSecond"])
+    return {**ordered[(len(ordered) - 1) // 2], "rounds": [r["realTokensPerSecond"] for r in runs]}
+
+
+def kubetune_ratio(results: dict[str, dict[str, Any]]) -> float | None:
+    """Kubetune's real tokens/s over the fastest baseline's, within one round."""
+    baselines = [r["realTokensPerSecond"] for c, r in results.items() if c in BASELINES and "error" not in r]
+    own = results.get("kubetune", {})
+    if not baselines or "error" in own or "realTokensPerSecond" not in own:
+        return None
+    return float(own["realTokensPerSecond"]) / max(baselines)
 
 
 def main() -> int:
@@ -167,6 +191,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per case")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
     parser.add_argument("--json", type=Path, help="write every figure and loss curve here")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of every case, in reverse order every other round; each case reports its median round",
+    )
     parser.add_argument(
         "--max-seq-length",
         type=int,
@@ -202,21 +232,30 @@ def main() -> int:
         per_token = flops_per_token(folder, lengths)
         per_step = train_cases.BATCH * train_cases.MAX_SEQ_LENGTH
         train_cases.EXAMPLES_PER_STEP = max(1, round(per_step * len(lengths) / sum(lengths)))
-        results: dict[str, dict[str, Any]] = {}
-        for case in args.cases.split(","):
-            try:
-                r = run_case(case, workload, folder, args.steps, args.warmup)
-                r["mfu"] = per_token * r["realTokensPerSecond"] / peak
-            except RuntimeError as e:
-                r, failed = {"error": str(e)}, True
-            results[case] = r
-            print(f"{workload} {case}: {json.dumps(r)[:400]}", flush=True)
+        cases = args.cases.split(",")
+        rounds: list[dict[str, dict[str, Any]]] = []
+        for repeat in range(args.repeats):
+            measured: dict[str, dict[str, Any]] = {}
+            for case in cases if repeat % 2 == 0 else list(reversed(cases)):
+                try:
+                    r = run_case(case, workload, folder, args.steps, args.warmup)
+                    r["mfu"] = per_token * r["realTokensPerSecond"] / peak
+                except RuntimeError as e:
+                    r, failed = {"error": str(e)}, True
+                measured[case] = r
+                print(f"{workload} {case} (round {repeat + 1}): {json.dumps(r)[:400]}", flush=True)
+            rounds.append(measured)
+        results = {case: median_round(case, rounds) for case in cases}
         everything["workloads"][workload] = {
             "flopsPerToken": per_token,
             "examplesPerStep": train_cases.EXAMPLES_PER_STEP,
             "cases": results,
+            "roundRatios": [r for r in map(kubetune_ratio, rounds) if r is not None],
         }
         print("\n".join(report(workload, results, train_cases.EXAMPLES_PER_STEP)), flush=True)
+        if args.repeats > 1:
+            ratios = ", ".join(f"{r:.2f}" for r in everything["workloads"][workload]["roundRatios"])
+            print(f"Kubetune / best baseline of each round: {ratios}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(everything, indent=2) + "\n")
     return 1 if failed else 0

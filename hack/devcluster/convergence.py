@@ -1,12 +1,13 @@
-"""Does the demo task converge with margin? Trains the SmolLM2 tone example (its own spec, unchanged
-but for the seeds and for local paths in place of S3) on several seeds, exports each run as the example
-asks (int4 ONNX), and prints the held-out exact match of the shipped model in PyTorch (the trainer's
-final evaluation, on every eval row) and as int4 ONNX (the exporter's check, on every eval row).
+"""Does the demo task converge with margin? Trains the SmolLM2 tone example, or the intent one with
+`--task intent` (its own spec, unchanged but for the seeds and for local paths in place of S3) on
+several seeds, exports each run as the example asks (int4 ONNX), and prints the held-out exact match of
+the shipped model in PyTorch (the trainer's final evaluation, on every eval row) and as int4 ONNX (the
+exporter's check, on every eval row).
 
-    hack/convergence [--seeds 1 2 3 4 5] [--threshold 0.9]
+    hack/convergence [--task tone|intent] [--seeds 1 2 3 4 5] [--threshold 0.9]
 
 Exits 1 if any seed scores below the threshold. No cluster is needed: the trainer and the exporter run
-in this process, on the files in examples/data/tone.
+in this process, on the files in examples/data/<task>.
 """
 
 from __future__ import annotations
@@ -24,18 +25,19 @@ import yaml
 
 from devcluster import model, seed, settings
 
-EXAMPLE = settings.REPO_ROOT / "examples" / "finetunejob-smollm2-tone.yaml"
+TASKS = ("tone", "intent")
 
 
-def local_input(seed_value: int, out: Path) -> Any:
-    """The example's spec with `seed_value` as training and dataset seed, reading local files."""
+def local_input(seed_value: int, out: Path, task: str = "tone") -> Any:
+    """The task's example spec with `seed_value` as training and dataset seed, reading local files."""
     from kubetune_api import FineTuneJob, RunContext, TrainerInput
 
-    body = yaml.safe_load(EXAMPLE.read_text())
+    example = settings.REPO_ROOT / "examples" / f"finetunejob-smollm2-{task}.yaml"
+    body = yaml.safe_load(example.read_text())
     spec = body["spec"]
     spec["baseModel"] = {"uri": str(model.smollm2())}
-    spec["dataset"]["trainUri"] = str(seed.DATASET_DIR / "train.jsonl")
-    spec["dataset"]["evalUri"] = str(seed.DATASET_DIR / "eval.jsonl")
+    spec["dataset"]["trainUri"] = str(seed.DATASETS_DIR / task / "train.jsonl")
+    spec["dataset"]["evalUri"] = str(seed.DATASETS_DIR / task / "eval.jsonl")
     spec["dataset"]["seed"] = spec["training"]["seed"] = seed_value
     ftj = FineTuneJob.from_k8s(body)
     run = RunContext(
@@ -48,12 +50,12 @@ def local_input(seed_value: int, out: Path) -> Any:
     return TrainerInput(spec=ftj.spec, run=run)
 
 
-def one_seed(seed_value: int, work: Path) -> dict[str, Any]:
+def one_seed(seed_value: int, work: Path, task: str = "tone") -> dict[str, Any]:
     from kubetune_trainer.export import export
     from kubetune_trainer.progress import LoggingSink
     from kubetune_trainer.train import train
 
-    job = local_input(seed_value, work)
+    job = local_input(seed_value, work, task)
     started = time.monotonic()
     trained = train(job, work / "train", LoggingSink(min_interval=60))
     target = export(job, work / "export").manifest.targets[0]
@@ -70,6 +72,7 @@ def one_seed(seed_value: int, work: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hack/convergence", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=TASKS, default="tone")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--threshold", type=float, default=0.9)
     args = parser.parse_args(argv)
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for seed_value in args.seeds:
         with tempfile.TemporaryDirectory(prefix=f"convergence-{seed_value}-") as tmp:
-            result = one_seed(seed_value, Path(tmp))
+            result = one_seed(seed_value, Path(tmp), args.task)
         print(json.dumps(result), flush=True)
         results.append(result)
     print(f"\n{'seed':>4} {'best step':>9} {'PyTorch':>8} {'int4 ONNX':>9} {'rows':>5} {'s':>5}")
