@@ -18,6 +18,43 @@ ALL_CASES = {"hf-dynamic", "trl", "olive", "kubetune-plain", "kubetune"}
 SPLIT = {"tone": ("olive", "kubetune"), "chat": ("hf-dynamic", "trl", "kubetune-plain", "kubetune")}
 
 
+def run_bench(script: str, *args: str, timeout: int) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "hack")}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_rounds_report_each_case_by_its_median_round_and_the_ratio_within_each_round() -> None:
+    environ = dict(os.environ)  # the script sets its own defaults (offline hub and so on) on import
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import throughput
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+        os.environ.clear()
+        os.environ.update(environ)
+
+    def case(tokens: float) -> dict[str, float]:
+        return {"realTokensPerSecond": tokens}
+
+    rounds = [
+        {"olive": case(200), "hf-dynamic": case(180), "kubetune": case(260)},
+        {"olive": case(150), "hf-dynamic": case(160), "kubetune": case(240)},  # a slow stretch for Olive
+        {"olive": case(210), "hf-dynamic": case(170), "kubetune": {"error": "failed"}},
+    ]
+    assert throughput.median_round("olive", rounds) == {**case(200), "rounds": [200, 150, 210]}
+    assert throughput.median_round("kubetune", rounds)["realTokensPerSecond"] == 240  # of the rounds that ran
+    assert [throughput.kubetune_ratio(r) for r in rounds] == [1.3, 1.5, None]
+
+
 def test_the_split_covers_every_case_and_workload() -> None:
     assert set().union(*SPLIT.values()) == ALL_CASES
     assert all("kubetune" in cases for cases in SPLIT.values())
@@ -26,24 +63,15 @@ def test_the_split_covers_every_case_and_workload() -> None:
 @pytest.mark.parametrize("workload", sorted(SPLIT))
 def test_throughput_benchmark_runs_its_cases_with_the_tiny_model(workload: str, tmp_path: Path) -> None:
     """Each case (Olive in its own environment included) reports figures, an MFU and a loss curve."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "hack")}
     figures = tmp_path / "throughput.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "throughput.py"),
-            *["--model", "tiny", "--steps", "2", "--warmup", "1"],
-            *["--workloads", workload, "--cases", ",".join(SPLIT[workload])],
-            # The tiny model's tokenizer splits the chat workload's system prompt into ~400 tokens.
-            *["--max-seq-length", "512", "--json", str(figures)],
-        ],
-        capture_output=True,
-        text=True,
+    result = run_bench(
+        "throughput.py",
+        *["--model", "tiny", "--steps", "2", "--warmup", "1"],
+        *["--workloads", workload, "--cases", ",".join(SPLIT[workload])],
+        # The tiny model's tokenizer splits the chat workload's system prompt into ~400 tokens.
+        *["--max-seq-length", "512", "--json", str(figures)],
         timeout=900,
-        env=env,
-        check=False,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     measured = json.loads(figures.read_text())
     assert measured["peakFlops"] > 0
     assert set(measured["workloads"]) == {workload}
@@ -57,20 +85,9 @@ def test_throughput_benchmark_runs_its_cases_with_the_tiny_model(workload: str, 
 
 
 def test_levers_benchmark_times_every_variant_with_the_tiny_model() -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "hack")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "levers.py"),
-            *["--model", "tiny", "--workloads", "tone", "--rounds", "1", "--batches", "1"],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        check=False,
+    result = run_bench(
+        "levers.py", "--model", "tiny", "--workloads", "tone", "--rounds", "1", "--batches", "1", timeout=600
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for variant in (
         "every speed-up",
         "without the fused head loss",

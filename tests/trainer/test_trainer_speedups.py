@@ -81,6 +81,23 @@ def losses(
     return [e["loss"] for e in trainer.state.log_history if "loss" in e], head_rows
 
 
+def case_spec(
+    case: dict[str, Any], make_input: Any, model_dir: Path, tone_dir: Path, out: Path, **overrides: Any
+) -> tuple[Any, list[dict[str, Any]]]:
+    """The tiny run's spec for a case (its data format and training settings) and its rows."""
+    from kubetune_trainer.data import read_rows
+
+    settings = dict(case)
+    if settings.pop("format") == "chat":
+        rows, dataset = chat_rows(48), {"trainUri": "/data/chat.jsonl", "format": "chat"}
+    else:
+        rows = read_rows(tone_dir / "train.jsonl")
+        dataset = {"trainUri": "/data/tone.jsonl", "textTemplate": "Phrase: {phrase}\nTone: {tone}"}
+    training = {"maxSteps": STEPS, "batchSize": 4, "learningRate": 1e-3, "maxSeqLength": 512, **settings}
+    spec = make_input(str(model_dir), str(out), dataset=dataset, training=training, **overrides).spec
+    return spec, rows
+
+
 CASES = {
     "chat-padded": {"format": "chat"},
     "chat-packed": {"format": "chat", "packing": True},
@@ -93,17 +110,8 @@ CASES = {
 def test_the_lm_head_at_labeled_positions_only_keeps_the_losses(
     tmp_path: Path, tiny_model_dir: Path, tone_dir: Path, make_input, case: str
 ) -> None:
-    from kubetune_trainer.data import read_rows
-
-    settings = dict(CASES[case])
-    fmt = settings.pop("format")
-    if fmt == "chat":
-        rows, dataset = chat_rows(48), {"trainUri": "/data/chat.jsonl", "format": "chat"}
-    else:
-        rows = read_rows(tone_dir / "train.jsonl")
-        dataset = {"trainUri": "/data/tone.jsonl", "textTemplate": "Phrase: {phrase}\nTone: {tone}"}
-    training = {"maxSteps": STEPS, "batchSize": 4, "learningRate": 1e-3, "maxSeqLength": 512, **settings}
-    spec = make_input(str(tiny_model_dir), str(tmp_path / "out"), dataset=dataset, training=training).spec
+    fmt = CASES[case]["format"]
+    spec, rows = case_spec(CASES[case], make_input, tiny_model_dir, tone_dir, tmp_path / "out")
 
     plain, plain_rows = losses(spec, tiny_model_dir, rows, tmp_path / "plain", labeled_positions_only=False)
     fast, fast_rows = losses(spec, tiny_model_dir, rows, tmp_path / "fast", labeled_positions_only=True)
@@ -130,20 +138,8 @@ FUSED_CASES = {
 def test_the_fused_head_loss_keeps_the_losses(
     tmp_path: Path, tiny_model_dir: Path, tone_dir: Path, make_input, case: str
 ) -> None:
-    from kubetune_trainer.data import read_rows
-
     settings, overrides = FUSED_CASES[case]
-    settings = dict(settings)
-    fmt = settings.pop("format")
-    if fmt == "chat":
-        rows, dataset = chat_rows(48), {"trainUri": "/data/chat.jsonl", "format": "chat"}
-    else:
-        rows = read_rows(tone_dir / "train.jsonl")
-        dataset = {"trainUri": "/data/tone.jsonl", "textTemplate": "Phrase: {phrase}\nTone: {tone}"}
-    training = {"maxSteps": STEPS, "batchSize": 4, "learningRate": 1e-3, "maxSeqLength": 512, **settings}
-    spec = make_input(
-        str(tiny_model_dir), str(tmp_path / "out"), dataset=dataset, training=training, **overrides
-    ).spec
+    spec, rows = case_spec(settings, make_input, tiny_model_dir, tone_dir, tmp_path / "out", **overrides)
 
     plain, _ = losses(spec, tiny_model_dir, rows, tmp_path / "plain", fused_head_loss=False)
     fused, _ = losses(spec, tiny_model_dir, rows, tmp_path / "fused", fused_head_loss=True)
