@@ -48,8 +48,10 @@ def losses(
     shift_rng: bool = False,
     **speedups: bool,
 ) -> Any:
-    """The loss at each step, and how many positions the LM head computed in each forward. shift_rng:
-    one random number is drawn before training, so the dropout masks differ and nothing else does."""
+    """The loss at each step, and per forward of the LM head how many positions it saw and how wide its
+    output was (the vocabulary, or the hidden size where the fused loss skipped the head's matmul).
+    shift_rng: one random number is drawn before training, so the dropout masks differ and nothing else
+    does."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
@@ -64,9 +66,9 @@ def losses(
         set_kv_cache(model, False)
     fmt = "chat" if "messages" in rows[0] else "text"
     dataset = encode_rows(spec.dataset, fmt, rows, tokenizer, spec.training.max_seq_length)
-    head_rows: list[int] = []
+    head_calls: list[tuple[int, int]] = []
     model.get_output_embeddings().register_forward_hook(
-        lambda m, a, out: head_rows.append(a[0].numel() // a[0].shape[-1])
+        lambda m, a, out: head_calls.append((a[0].numel() // a[0].shape[-1], out.shape[-1]))
     )
     trainer = KubetuneTrainer(
         model=model,
@@ -78,7 +80,15 @@ def losses(
     if shift_rng:
         torch.rand(1)
     trainer.train()
-    return [e["loss"] for e in trainer.state.log_history if "loss" in e], head_rows
+    return [e["loss"] for e in trainer.state.log_history if "loss" in e], head_calls
+
+
+def model_sizes(model_dir: Path) -> tuple[int, int]:
+    """The model's hidden size and vocabulary size."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dir)
+    return int(config.hidden_size), int(config.vocab_size)
 
 
 def case_spec(
@@ -121,7 +131,8 @@ def test_the_lm_head_at_labeled_positions_only_keeps_the_losses(
     assert plain[-1] < plain[0]  # the curve moves, so equal curves mean equal updates
     if fmt == "chat":
         # The head saw only the labeled positions: under a fifth of what the plain path computes.
-        assert sum(fast_rows) < 0.2 * sum(plain_rows), (sum(fast_rows), sum(plain_rows))
+        fast_rows, plain_rows = sum(n for n, _ in fast_rows), sum(n for n, _ in plain_rows)
+        assert fast_rows < 0.2 * plain_rows, (fast_rows, plain_rows)
 
 
 # --- The LM head fused with its cross-entropy --------------------------------------------------------
@@ -141,8 +152,13 @@ def test_the_fused_head_loss_keeps_the_losses(
     settings, overrides = FUSED_CASES[case]
     spec, rows = case_spec(settings, make_input, tiny_model_dir, tone_dir, tmp_path / "out", **overrides)
 
-    plain, _ = losses(spec, tiny_model_dir, rows, tmp_path / "plain", fused_head_loss=False)
-    fused, _ = losses(spec, tiny_model_dir, rows, tmp_path / "fused", fused_head_loss=True)
+    plain, plain_calls = losses(spec, tiny_model_dir, rows, tmp_path / "plain", fused_head_loss=False)
+    fused, fused_calls = losses(spec, tiny_model_dir, rows, tmp_path / "fused", fused_head_loss=True)
+
+    # The fused run skipped the head's matmul (its output stayed hidden-sized); the plain one did not.
+    hidden, vocab = model_sizes(tiny_model_dir)
+    assert {width for _, width in fused_calls} == {hidden}, fused_calls
+    assert {width for _, width in plain_calls} == {vocab}, plain_calls
 
     assert len(plain) == len(fused) == STEPS
     assert max(abs(a - b) for a, b in zip(plain, fused, strict=True)) <= 1e-3, (plain, fused)

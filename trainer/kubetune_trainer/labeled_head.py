@@ -50,12 +50,12 @@ class LabeledPositionsHead:
         self.fused = fused_loss and head_can_fuse(model)
         if self.head is not None:
             self.head.register_forward_pre_hook(self._select_hidden)
-        if self.head is not None and self.fused:
-            # This instance's forward only, so that the model still calls the head (and its hooks) itself.
-            compute_logits = self.head.forward
-            self.head.forward = (  # type: ignore[method-assign]
-                lambda input: input if self._skip_head else compute_logits(input)
-            )
+            if self.fused:
+                # This instance's forward only, so that the model still calls the head (and its hooks).
+                compute_logits = self.head.forward
+                self.head.forward = (  # type: ignore[method-assign]
+                    lambda input: input if self._skip_head else compute_logits(input)
+                )
 
     def _select_hidden(self, module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         if self._selected is None:
