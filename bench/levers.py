@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -37,49 +37,34 @@ from throughput import example_lengths, model_dir  # noqa: E402
 
 
 @contextmanager
-def all_on(trainer: Any) -> Iterator[None]:
-    yield
-
-
-@contextmanager
-def without_fused_head_loss(trainer: Any) -> Iterator[None]:
-    head = trainer.labeled_head
-    fused, head.fused = head.fused, False
+def swapped(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """owner.name is value inside, what it was after."""
+    before = getattr(owner, name)
+    setattr(owner, name, value)
     try:
         yield
     finally:
-        head.fused = fused
+        setattr(owner, name, before)
 
 
-@contextmanager
-def without_labeled_head(trainer: Any) -> Iterator[None]:
-    """transformers' own loss over logits at every position (and so no fused head either)."""
-    head, trainer.labeled_head = trainer.labeled_head, None
-    try:
-        yield
-    finally:
-        trainer.labeled_head = head
-
-
-@contextmanager
-def without_fast_dropout(trainer: Any) -> Iterator[None]:
+def torch_dropout(self: Any, x: Any) -> Any:
     import torch.nn.functional as F
 
+    return F.dropout(x, self.p, self.training)
+
+
+def fast_dropout_class() -> Any:
     from kubetune_trainer.fast_dropout import FastDropout
 
-    forward = FastDropout.forward
-    FastDropout.forward = lambda self, x: F.dropout(x, self.p, self.training)  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        FastDropout.forward = forward  # type: ignore[method-assign]
+    return FastDropout
 
 
-VARIANTS: dict[str, Callable[[Any], Any]] = {
-    "every speed-up": all_on,
-    "without the fused head loss": without_fused_head_loss,
-    "without the labeled-positions head": without_labeled_head,
-    "without the fast dropout masks": without_fast_dropout,
+VARIANTS: dict[str, Callable[[Any], AbstractContextManager[Any]]] = {
+    "every speed-up": lambda trainer: nullcontext(),
+    "without the fused head loss": lambda trainer: swapped(trainer.labeled_head, "fused", False),
+    # transformers' own loss over logits at every position (and so no fused head either)
+    "without the labeled-positions head": lambda trainer: swapped(trainer, "labeled_head", None),
+    "without the fast dropout masks": lambda trainer: swapped(fast_dropout_class(), "forward", torch_dropout),
 }
 
 

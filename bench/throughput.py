@@ -157,16 +157,15 @@ def report(workload: str, results: dict[str, dict[str, Any]], examples: int) -> 
             f"{LABELS[case]:<40} {r['realTokensPerSecond']:>10} {r['secondsPerStep']:>7} "
             f"{r['realTokensPerStep']:>8} {r['peakRssMiB']:>5} MiB {r['mfu'] * 100:>5.1f}%  {loss}{rounds}"
         )
-    baselines = {c: r for c, r in results.items() if c in BASELINES and "error" not in r}
-    if baselines and "kubetune" in results and "error" not in results["kubetune"]:
-        best = max(baselines, key=lambda c: baselines[c]["realTokensPerSecond"])
-        ratio = results["kubetune"]["realTokensPerSecond"] / baselines[best]["realTokensPerSecond"]
+    best, ratio = best_baseline(results), kubetune_ratio(results)
+    if best is not None and ratio is not None:
         lines.append(f"ratio (real tokens/s, Kubetune / best baseline = {LABELS[best]}): {ratio:.2f}")
     return lines
 
 
 def median_round(case: str, rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """The case's round with the median real tokens/s (its whole record), with every round's figure."""
+    """The case's round with the median real tokens/s (the lower middle one of an even count), its
+    whole record, with every round's figure."""
     runs = [r[case] for r in rounds if "error" not in r[case]]
     if not runs:
         return rounds[0][case]
@@ -174,13 +173,18 @@ def median_round(case: str, rounds: list[dict[str, dict[str, Any]]]) -> dict[str
     return {**ordered[(len(ordered) - 1) // 2], "rounds": [r["realTokensPerSecond"] for r in runs]}
 
 
+def best_baseline(results: dict[str, dict[str, Any]]) -> str | None:
+    """The baseline case with the most real tokens/s, of those that ran."""
+    ran = [c for c, r in results.items() if c in BASELINES and "error" not in r]
+    return max(ran, key=lambda c: results[c]["realTokensPerSecond"]) if ran else None
+
+
 def kubetune_ratio(results: dict[str, dict[str, Any]]) -> float | None:
-    """Kubetune's real tokens/s over the fastest baseline's, within one round."""
-    baselines = [r["realTokensPerSecond"] for c, r in results.items() if c in BASELINES and "error" not in r]
-    own = results.get("kubetune", {})
-    if not baselines or "error" in own or "realTokensPerSecond" not in own:
+    """Kubetune's real tokens/s over the fastest baseline's, within one round (or one table)."""
+    best, own = best_baseline(results), results.get("kubetune", {})
+    if best is None or "error" in own or "realTokensPerSecond" not in own:
         return None
-    return float(own["realTokensPerSecond"]) / max(baselines)
+    return float(own["realTokensPerSecond"]) / results[best]["realTokensPerSecond"]
 
 
 def main() -> int:
