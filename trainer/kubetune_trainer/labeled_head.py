@@ -11,7 +11,9 @@ logit soft-capping and scaling, which models apply after the head, stay in place
 
 Where the logits are exactly the head's output (PLAIN_LOGITS) the head is skipped as well: the model
 hands back the selected hidden states, and the loss comes from them and the head's weight in one fused,
-chunked pass (fused_head_loss) instead of full-size logits, log-softmax and their gradients.
+chunked pass (fused_head_loss) instead of full-size logits, log-softmax and their gradients. That pass
+reads the head's whole weight outside the model's forward: right under DDP (the trainer's only wrapper),
+not under a wrapper that shards parameters (FSDP, ZeRO-3), which would need a guard here.
 """
 
 from __future__ import annotations
