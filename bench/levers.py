@@ -6,9 +6,10 @@
 Separate processes on a shared machine vary by 10% or more from run to run, more than a single lever
 is worth, so throughput.py's case-against-case figures cannot tell what each lever adds. Here one
 process builds the Kubetune case of throughput.py (its spec, data, collator and KubetuneTrainer, the
-same examples per step), takes a few of its batches, and times the forward and backward of each batch
-with every speed-up on and with each one off in turn, one right after the other (in reverse order every
-other round), so that each variant is compared with "every speed-up" on the same batch moments apart.
+same examples per step), draws a few steps' worth of its examples, and times the forward and backward
+of each batch with every speed-up on and with each one off in turn, one right after the other (in
+reverse order every other round), so that each variant is compared with "every speed-up" on the same
+batch moments apart. Without per-example attention, the same examples are padded rows.
 The figures are the median time and the median of those paired ratios over rounds and batches. The
 optimizer step is the same in every variant and is left out.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -59,33 +61,45 @@ def fast_dropout_class() -> Any:
     return FastDropout
 
 
-VARIANTS: dict[str, Callable[[Any], AbstractContextManager[Any]]] = {
-    "every speed-up": lambda trainer: nullcontext(),
-    "without the fused head loss": lambda trainer: swapped(trainer.labeled_head, "fused", False),
+# Each variant: what it switches off around the step, and whether its batch is the collator's own (one row
+# attended per example, where the batches pack several examples a row) or the same examples as padded rows.
+VARIANTS: dict[str, tuple[Callable[[Any], AbstractContextManager[Any]], str]] = {
+    "every speed-up": (lambda trainer: nullcontext(), "own"),
+    "without per-example attention (padded rows)": (lambda trainer: nullcontext(), "rows"),
+    "without the fused head loss": (lambda trainer: swapped(trainer.labeled_head, "fused", False), "own"),
     # transformers' own loss over logits at every position (and so no fused head either)
-    "without the labeled-positions head": lambda trainer: swapped(trainer, "labeled_head", None),
-    "without the fast dropout masks": lambda trainer: swapped(fast_dropout_class(), "forward", torch_dropout),
+    "without the labeled-positions head": (lambda trainer: swapped(trainer, "labeled_head", None), "own"),
+    "without the fast dropout masks": (
+        lambda trainer: swapped(fast_dropout_class(), "forward", torch_dropout),
+        "own",
+    ),
 }
 
 
 def measure(workload: workloads.Workload, folder: Path, batches: int, rounds: int) -> dict[str, list[float]]:
     import torch
 
+    from kubetune_trainer.data import PackingCollator
+
     out = Path(tempfile.mkdtemp(prefix="bench-levers-")) / "run"
-    trainer, _ = train_cases.kubetune(workload, folder, out, steps=batches)
+    trainer, counting = train_cases.kubetune(workload, folder, out, steps=batches)
     model = trainer.model
     model.train()
-    inputs = []
-    for batch in trainer.get_train_dataloader():
-        inputs.append(trainer._prepare_inputs(batch))
-        if len(inputs) == batches + 1:
-            break
+    own = counting.collate
+    rows = PackingCollator(own.pad_token_id, own.max_length)
+    examples = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    # The same examples for every variant: a seeded draw of a step's worth per batch.
+    chunks = [random.Random(b).sample(examples, train_cases.EXAMPLES_PER_STEP) for b in range(batches + 1)]
+    inputs = [
+        {"own": trainer._prepare_inputs(own(c)), "rows": trainer._prepare_inputs(rows(c))} for c in chunks
+    ]
 
-    def timed(name: str, batch: dict[str, Any], seed: int) -> float:
-        with VARIANTS[name](trainer):
+    def timed(name: str, batch: dict[str, dict[str, Any]], seed: int) -> float:
+        switched_off, layout = VARIANTS[name]
+        with switched_off(trainer):
             torch.manual_seed(seed)
             start = time.perf_counter()
-            trainer.compute_loss(model, dict(batch)).backward()
+            trainer.compute_loss(model, dict(batch[layout])).backward()
             seconds = time.perf_counter() - start
             model.zero_grad(set_to_none=True)
         return seconds

@@ -213,7 +213,10 @@ def kubetune(
     set_kv_cache(model, False)
     fmt = "text" if workload.template else "chat"
     dataset = encode_rows(spec.dataset, fmt, workload.rows, tokenizer, MAX_SEQ_LENGTH)
-    collator = Counting(data_collator(spec, tokenizer.pad_token_id), lambda b: b[REAL_TOKENS])
+    # The speed-ups include one-row batches attended per example (the collator decides from the model).
+    collator = Counting(
+        data_collator(spec, tokenizer.pad_token_id, model if speedups else None), lambda b: b[REAL_TOKENS]
+    )
     trainer = KubetuneTrainer(
         model=model,
         args=to_training_arguments(spec, out, has_eval=False),

@@ -46,12 +46,14 @@ def losses(
     rows: list[dict[str, Any]],
     workdir: Path,
     shift_rng: bool = False,
+    batch_shapes: list[tuple[int, ...]] | None = None,
     **speedups: bool,
 ) -> Any:
     """The loss at each step, and per forward of the LM head how many positions it saw and how wide its
     output was (the vocabulary, or the hidden size where the fused loss skipped the head's matmul).
     shift_rng: one random number is drawn before training, so the dropout masks differ and nothing else
-    does."""
+    does. batch_shapes, when given, receives the shape of each batch's input ids.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
@@ -70,11 +72,16 @@ def losses(
     model.get_output_embeddings().register_forward_hook(
         lambda m, a, out: head_calls.append((a[0].numel() // a[0].shape[-1], out.shape[-1]))
     )
+    if batch_shapes is not None:
+        model.get_input_embeddings().register_forward_hook(
+            lambda m, a, out: batch_shapes.append(tuple(a[0].shape))
+        )
+    per_example = speedups.pop("per_example_attention", True)
     trainer = KubetuneTrainer(
         model=model,
         args=to_training_arguments(spec, workdir, False),
         train_dataset=dataset,
-        data_collator=data_collator(spec, tokenizer.pad_token_id),
+        data_collator=data_collator(spec, tokenizer.pad_token_id, model if per_example else None),
         **speedups,
     )
     if shift_rng:

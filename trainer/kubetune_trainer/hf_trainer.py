@@ -1,18 +1,21 @@
-"""The HF Trainer with what Kubetune adds to it: real-token counts of packed batches, the LM head only at
-labeled positions in training (labeled_head) and fused with its loss (fused_head_loss), LoRA dropout
-masks drawn faster on the CPU (fast_dropout), and perplexity and task metrics in every evaluation."""
+"""The HF Trainer with what Kubetune adds to it: real-token counts of packed batches, attention per
+example for one-row batches (per_example_attention), the LM head only at labeled positions in training
+(labeled_head) and fused with its loss (fused_head_loss), LoRA dropout masks drawn faster on the CPU
+(fast_dropout), and perplexity and task metrics in every evaluation."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from transformers import Trainer
 
 from kubetune_trainer import distributed
 from kubetune_trainer import fast_dropout as fast_dropout_module
-from kubetune_trainer.data import REAL_TOKENS
+from kubetune_trainer.data import EXAMPLE_LENGTHS, REAL_TOKENS
 from kubetune_trainer.evaluation import AnswerEvaluator, perplexity
 from kubetune_trainer.labeled_head import LabeledPositionsHead
+from kubetune_trainer.per_example_attention import attending
 
 
 class KubetuneTrainer(Trainer):
@@ -39,11 +42,15 @@ class KubetuneTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
+        # A one-row batch of examples (PackingCollator.per_example_rows): each is attended on its own.
+        lengths = inputs.pop(EXAMPLE_LENGTHS, None)
+        examples = attending(self.model, lengths.tolist()) if lengths is not None else nullcontext()
         head = self.labeled_head
         if head is None or not model.training or "labels" not in inputs or self.label_smoother is not None:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            with examples:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
-        with head.selecting(labels) as targets:
+        with head.selecting(labels) as targets, examples:
             outputs = model(**inputs)
         # With the fused loss, outputs.logits holds the selected hidden states, not logits.
         loss = head.loss(outputs.logits, targets, num_items_in_batch)

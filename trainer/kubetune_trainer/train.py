@@ -153,9 +153,18 @@ def parameter_counts(model: Any) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def data_collator(spec: FineTuneJobSpec, pad_token_id: int) -> CausalLMCollator | PackingCollator:
+def data_collator(
+    spec: FineTuneJobSpec, pad_token_id: int, model: Any = None
+) -> CausalLMCollator | PackingCollator:
+    """Packed or padded batches. Given the model, packed batches of short examples become one row
+    attended per example where the model allows it (per_example_attention)."""
     if spec.training.packing:
-        return PackingCollator(pad_token_id, spec.training.max_seq_length)
+        from kubetune_trainer import per_example_attention
+
+        per_example = model is not None and per_example_attention.usable(
+            model, spec.training.max_seq_length, spec.training.gradient_checkpointing
+        )
+        return PackingCollator(pad_token_id, spec.training.max_seq_length, per_example)
     return CausalLMCollator(pad_token_id)
 
 
@@ -245,7 +254,7 @@ def build_trainer(
         args=args,
         train_dataset=inputs.train_set,
         eval_dataset=inputs.eval_set or None,
-        data_collator=data_collator(spec, inputs.tokenizer.pad_token_id),
+        data_collator=data_collator(spec, inputs.tokenizer.pad_token_id, model),
         callbacks=[ProgressCallback(sink), preemption, uploader, *evaluation_callbacks(spec)],
         answer_evaluator=answer_evaluator(spec, inputs),
     )

@@ -3,7 +3,7 @@ and the eval split (splits)."""
 
 from __future__ import annotations
 
-from kubetune_trainer.data.collators import REAL_TOKENS, CausalLMCollator, PackingCollator
+from kubetune_trainer.data.collators import EXAMPLE_LENGTHS, REAL_TOKENS, CausalLMCollator, PackingCollator
 from kubetune_trainer.data.formats import (
     chat_messages,
     chat_prompt,
@@ -25,6 +25,7 @@ from kubetune_trainer.data.splits import Splits, sample_rows, split_rows
 from kubetune_trainer.data.types import IGNORE, Example, Format, Row
 
 __all__ = [
+    "EXAMPLE_LENGTHS",
     "FILE_TYPES",
     "IGNORE",
     "REAL_TOKENS",

@@ -42,6 +42,9 @@ class CausalLMCollator:
 # The key a packed batch carries its real (non-padding) token count under; the trainer pops it before
 # the model sees the batch (train.PackedTrainer).
 REAL_TOKENS = "num_real_tokens"
+# The key a one-row batch (PackingCollator's per_example_rows) carries its examples' lengths under, in
+# the order they follow each other; the trainer pops it and attends to each example on its own.
+EXAMPLE_LENGTHS = "example_lengths"
 
 
 class PackingCollator:
@@ -54,11 +57,17 @@ class PackingCollator:
     it); each example's first label is -100, so no token is trained to predict the next example. Only
     the rows' tails are padded, to the longest row: pad ids continuing the last example's positions
     (they come after it, so a causal mask keeps them from changing it), labels -100.
+
+    per_example_rows: when the rows would hold two or more examples on average, the batch is instead one
+    row of its examples back to back, shortest first, with no padding, and EXAMPLE_LENGTHS; the model
+    then attends to each example on its own (per_example_attention). With one example a row the rows'
+    padding is small and their batched attention is faster, so the rows stay.
     """
 
-    def __init__(self, pad_token_id: int, max_length: int) -> None:
+    def __init__(self, pad_token_id: int, max_length: int, per_example_rows: bool = False) -> None:
         self.pad_token_id = pad_token_id
         self.max_length = max_length
+        self.per_example_rows = per_example_rows
 
     def rows(self, examples: list[Example]) -> list[list[Example]]:
         """The examples grouped into as few rows of at most max_length tokens as first-fit finds, then
@@ -92,17 +101,11 @@ class PackingCollator:
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         import torch
 
-        flat_rows = []
-        for row in self.rows([e for e in examples if e["input_ids"]]):
-            ids: list[int] = []
-            labels: list[int] = []
-            positions: list[int] = []
-            for example in row:
-                own = list(example.get("labels", example["input_ids"]))
-                ids += example["input_ids"]
-                labels += [IGNORE, *own[1:]]
-                positions += range(len(example["input_ids"]))
-            flat_rows.append((ids, labels, positions))
+        examples = [e for e in examples if e["input_ids"]]
+        rows = self.rows(examples)
+        if self.per_example_rows and rows and len(examples) >= 2 * len(rows):
+            return self.one_row(examples)
+        flat_rows = [self._joined(row) for row in rows]
         longest = max(len(ids) for ids, _, _ in flat_rows)
         input_ids = torch.full((len(flat_rows), longest), self.pad_token_id, dtype=torch.long)
         labels_t = torch.full((len(flat_rows), longest), IGNORE, dtype=torch.long)
@@ -120,3 +123,31 @@ class PackingCollator:
             "position_ids": position_ids,
             REAL_TOKENS: torch.tensor(real, dtype=torch.long),
         }
+
+    def one_row(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        """Every example in one row, shortest first (examples of one length are attended as a batch),
+        no padding, with their lengths."""
+        import torch
+
+        ordered = sorted(examples, key=lambda e: len(e["input_ids"]))
+        ids, labels, positions = self._joined(ordered)
+        return {
+            "input_ids": torch.tensor([ids], dtype=torch.long),
+            "labels": torch.tensor([labels], dtype=torch.long),
+            "position_ids": torch.tensor([positions], dtype=torch.long),
+            REAL_TOKENS: torch.tensor(len(ids), dtype=torch.long),
+            EXAMPLE_LENGTHS: torch.tensor([len(e["input_ids"]) for e in ordered], dtype=torch.long),
+        }
+
+    @staticmethod
+    def _joined(examples: list[Example]) -> tuple[list[int], list[int], list[int]]:
+        """The examples' ids, labels (each example's first at -100) and restarting positions, joined."""
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        for example in examples:
+            own = list(example.get("labels", example["input_ids"]))
+            ids += example["input_ids"]
+            labels += [IGNORE, *own[1:]]
+            positions += range(len(example["input_ids"]))
+        return ids, labels, positions

@@ -1,0 +1,128 @@
+"""Attention per example for packed batches of short examples, on the CPU.
+
+A packed batch (PackingCollator) holds several examples per row, each row padded to the longest. With
+SDPA, transformers gives every row a block-diagonal causal mask, so the attention kernel computes the
+row's whole square and throws most of it away, and every layer also computes the padded positions.
+When rows hold two or more examples on average, the collator instead lays the batch out as one row of
+its examples back to back, shortest first, with no padding at all (`EXAMPLE_LENGTHS` says where each
+one ends). While `attending(model, lengths)` is active, the model's attention takes each run of
+examples of the same length as a batch of separate sequences (a view of the row, no copy) and runs
+plain causal SDPA on it: no mask and no padded positions. Measured on SmolLM2-135M with 60 tone
+examples a step: 6% faster a step, the same losses (docs/benchmarks.md).
+
+It applies where the attention is plain scaled dot-product attention over the whole example: no
+attention dropout, no soft-capping, no sliding window shorter than the longest example, and the
+architectures below. Not with gradient checkpointing (its recomputed forward would run outside
+`attending`), and not on a GPU, where it is unmeasured and flash attention reads packed rows natively.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+# The attention implementation's name while a batch of examples is being attended; otherwise the model
+# keeps its own ("sdpa").
+NAME = "kubetune_per_example"
+# Decoder-only architectures whose attention is SDPA over rotary-embedded queries and keys, with
+# nothing else between them (no soft-capping, attention sinks or learned biases on the scores).
+PLAIN_ATTENTION = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3"})
+
+_lengths: list[int] | None = None
+
+
+def usable(model: Any, max_seq_length: int, gradient_checkpointing: bool) -> bool:
+    """Whether this model's training may use the one-row layout (see the module's docstring)."""
+    config = getattr(model, "config", None)
+    if config is None or gradient_checkpointing or torch.cuda.is_available():
+        return False
+    window = getattr(config, "sliding_window", None)
+    return (
+        config.model_type in PLAIN_ATTENTION
+        and getattr(config, "_attn_implementation", None) == "sdpa"
+        and float(getattr(config, "attention_dropout", 0.0) or 0.0) == 0.0
+        and getattr(config, "attn_logit_softcapping", None) is None
+        and (window is None or window >= max_seq_length)
+    )
+
+
+def runs_of_equal_length(lengths: Sequence[int]) -> list[tuple[int, int]]:
+    """(count, length) of each run of equal lengths, in order."""
+    runs: list[tuple[int, int]] = []
+    for n in lengths:
+        if runs and runs[-1][1] == n:
+            runs[-1] = (runs[-1][0] + 1, n)
+        else:
+            runs.append((1, n))
+    return runs
+
+
+def _as_sequences(x: torch.Tensor, count: int, length: int) -> torch.Tensor:
+    """(1, heads, count * length, dim) -> (count, heads, length, dim), a view."""
+    return x[0].unflatten(1, (count, length)).transpose(0, 1)
+
+
+def per_example_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    if _lengths is None:  # a call outside `attending` (generation, evaluation of another layout)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    runs = runs_of_equal_length(_lengths)
+    sizes = [count * length for count, length in runs]
+    gqa = getattr(module, "num_key_value_groups", 1) > 1
+    outputs = []
+    for (count, length), q, k, v in zip(
+        runs, query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2), strict=True
+    ):
+        out = F.scaled_dot_product_attention(
+            _as_sequences(q, count, length),
+            _as_sequences(k, count, length),
+            _as_sequences(v, count, length),
+            dropout_p=dropout,
+            scale=scaling,
+            is_causal=True,
+            enable_gqa=gqa,
+        )
+        outputs.append(out.transpose(1, 2).reshape(count * length, out.shape[1], out.shape[3]))
+    # (batch 1, positions, heads, dim), as sdpa_attention_forward returns it.
+    return torch.cat(outputs).unsqueeze(0), None
+
+
+def per_example_mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
+    """No mask while attending examples (each sequence is causal on its own); SDPA's otherwise."""
+    return None if _lengths is not None else sdpa_mask(*args, **kwargs)
+
+
+AttentionInterface.register(NAME, per_example_attention)
+AttentionMaskInterface.register(NAME, per_example_mask)
+
+
+@contextmanager
+def attending(model: Any, lengths: Sequence[int]) -> Iterator[None]:
+    """The model's forward calls inside attend to each example of the one-row batch on its own."""
+    global _lengths
+    config = model.config
+    before = config._attn_implementation
+    config._attn_implementation = NAME
+    _lengths = [int(n) for n in lengths]
+    try:
+        yield
+    finally:
+        _lengths = None
+        config._attn_implementation = before
