@@ -176,7 +176,7 @@ def kubetune(
     from kubetune_trainer.data import REAL_TOKENS, encode_rows
     from kubetune_trainer.hf_trainer import KubetuneTrainer
     from kubetune_trainer.peft_config import to_training_arguments
-    from kubetune_trainer.train import data_collator, prepare_model, set_kv_cache
+    from kubetune_trainer.train import data_collator, per_example_rows_for, prepare_model, set_kv_cache
 
     data = workload.write_jsonl(out.parent / f"{workload.name}.jsonl")
     dataset_spec: dict[str, Any] = {"trainUri": str(data)}
@@ -213,10 +213,9 @@ def kubetune(
     set_kv_cache(model, False)
     fmt = "text" if workload.template else "chat"
     dataset = encode_rows(spec.dataset, fmt, workload.rows, tokenizer, MAX_SEQ_LENGTH)
-    # The speed-ups include one-row batches attended per example (the collator decides from the model).
-    collator = Counting(
-        data_collator(spec, tokenizer.pad_token_id, model if speedups else None), lambda b: b[REAL_TOKENS]
-    )
+    # The speed-ups include one-row batches attended per example where the model allows it.
+    per_example = speedups and per_example_rows_for(spec, model)
+    collator = Counting(data_collator(spec, tokenizer.pad_token_id, per_example), lambda b: b[REAL_TOKENS])
     trainer = KubetuneTrainer(
         model=model,
         args=to_training_arguments(spec, out, has_eval=False),

@@ -90,6 +90,7 @@ def test_levers_benchmark_times_every_variant_with_the_tiny_model() -> None:
     )
     for variant in (
         "every speed-up",
+        "without per-example attention (padded rows)",
         "without the fused head loss",
         "without the labeled-positions head",
         "without the fast dropout masks",

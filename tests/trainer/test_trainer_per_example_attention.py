@@ -40,8 +40,24 @@ def test_rows_of_one_example_each_stay_padded_rows() -> None:
 # --- the model's outputs ------------------------------------------------------------------------------
 
 
+def count_sequence_views(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records each view the per-example attention takes (of q, k and v, per run of equal lengths, per
+    layer) by the run's count of examples."""
+    from kubetune_trainer import per_example_attention
+
+    calls: list[int] = []
+    as_sequences = per_example_attention._as_sequences
+
+    def counted(x: Any, count: int, length: int) -> Any:
+        calls.append(count)
+        return as_sequences(x, count, length)
+
+    monkeypatch.setattr(per_example_attention, "_as_sequences", counted)
+    return calls
+
+
 def test_attending_per_example_gives_the_outputs_of_transformers_block_diagonal_attention(
-    tiny_model_dir: Path,
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same one-row batch through the model twice: attended per example, and with the mask that
     transformers builds from the position resets (every example kept apart by the full-row kernel)."""
@@ -50,6 +66,7 @@ def test_attending_per_example_gives_the_outputs_of_transformers_block_diagonal_
 
     from kubetune_trainer.per_example_attention import attending
 
+    views = count_sequence_views(monkeypatch)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     model.config.use_cache = False
     torch.manual_seed(0)
@@ -61,6 +78,8 @@ def test_attending_per_example_gives_the_outputs_of_transformers_block_diagonal_
         with attending(model, lengths):
             ours = model(input_ids=ids, position_ids=positions).logits
         after = model(input_ids=ids, position_ids=positions).logits
+    # Per layer, one batch per run of equal lengths (2; 4 three times; 9; 13), a view each of q, k and v.
+    assert views == [1, 1, 1, 3, 3, 3, 1, 1, 1, 1, 1, 1] * model.config.num_hidden_layers
     assert model.config._attn_implementation == "sdpa"  # restored
     torch.testing.assert_close(ours, masked, rtol=1e-5, atol=1e-5)
     assert torch.equal(after, masked)
@@ -94,6 +113,8 @@ def test_it_applies_only_where_the_attention_is_plain_sdpa(tiny_model_dir: Path)
 # Each case packs two or more examples a row (tone rows of about 35 tokens, chat rows of about 200), so
 # the plain run trains on padded rows and the other on one row.
 TEXT = {"format": "text", "packing": True, "batchSize": 8, "maxSeqLength": 128}
+# LoRA dropout off: its masks are drawn per position, so the two layouts would draw different ones
+# (test_trainer_speedups bounds what other masks do).
 NO_DROPOUT = {"lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
 CASES = {
     "lora-text-packed": (TEXT, NO_DROPOUT),
@@ -107,12 +128,18 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES)
 def test_one_row_batches_attended_per_example_keep_the_losses(
-    tmp_path: Path, tiny_model_dir: Path, tone_dir: Path, make_input: Any, case: str
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    tone_dir: Path,
+    make_input: Any,
+    case: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings, overrides = CASES[case]
     spec, rows = case_spec(settings, make_input, tiny_model_dir, tone_dir, tmp_path / "out", **overrides)
-
+    views = count_sequence_views(monkeypatch)
     shapes: dict[str, list[tuple[int, ...]]] = {"rows": [], "one-row": []}
+
     plain, _ = losses(
         spec,
         tiny_model_dir,
@@ -121,6 +148,7 @@ def test_one_row_batches_attended_per_example_keep_the_losses(
         per_example_attention=False,
         batch_shapes=shapes["rows"],
     )
+    assert views == []
     ours, _ = losses(
         spec,
         tiny_model_dir,
@@ -129,6 +157,7 @@ def test_one_row_batches_attended_per_example_keep_the_losses(
         per_example_attention=True,
         batch_shapes=shapes["one-row"],
     )
+    assert views, "the one-row batches were not attended per example"
 
     # The per-example run saw one-row batches; the plain one, several rows (padded to the longest).
     assert {batch for batch, _ in shapes["one-row"]} == {1}, shapes["one-row"]

@@ -59,7 +59,7 @@ def losses(
 
     from kubetune_trainer.hf_trainer import KubetuneTrainer
     from kubetune_trainer.peft_config import to_training_arguments
-    from kubetune_trainer.train import data_collator, prepare_model, set_kv_cache
+    from kubetune_trainer.train import data_collator, per_example_rows_for, prepare_model, set_kv_cache
 
     set_seed(spec.training.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -81,7 +81,9 @@ def losses(
         model=model,
         args=to_training_arguments(spec, workdir, False),
         train_dataset=dataset,
-        data_collator=data_collator(spec, tokenizer.pad_token_id, model if per_example else None),
+        data_collator=data_collator(
+            spec, tokenizer.pad_token_id, per_example and per_example_rows_for(spec, model)
+        ),
         **speedups,
     )
     if shift_rng:

@@ -44,13 +44,13 @@ class KubetuneTrainer(Trainer):
     ) -> Any:
         # A one-row batch of examples (PackingCollator.per_example_rows): each is attended on its own.
         lengths = inputs.pop(EXAMPLE_LENGTHS, None)
-        examples = attending(self.model, lengths.tolist()) if lengths is not None else nullcontext()
+        per_example = attending(self.model, lengths.tolist()) if lengths is not None else nullcontext()
         head = self.labeled_head
         if head is None or not model.training or "labels" not in inputs or self.label_smoother is not None:
-            with examples:
+            with per_example:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
-        with head.selecting(labels) as targets, examples:
+        with head.selecting(labels) as targets, per_example:
             outputs = model(**inputs)
         # With the fused loss, outputs.logits holds the selected hidden states, not logits.
         loss = head.loss(outputs.logits, targets, num_items_in_batch)

@@ -154,18 +154,23 @@ def parameter_counts(model: Any) -> tuple[int, int]:
 
 
 def data_collator(
-    spec: FineTuneJobSpec, pad_token_id: int, model: Any = None
+    spec: FineTuneJobSpec, pad_token_id: int, per_example_rows: bool = False
 ) -> CausalLMCollator | PackingCollator:
-    """Packed or padded batches. Given the model, packed batches of short examples become one row
-    attended per example where the model allows it (per_example_attention)."""
+    """Packed or padded batches; per_example_rows (per_example_rows_for) lets packed batches of short
+    examples become one row attended per example."""
     if spec.training.packing:
-        from kubetune_trainer import per_example_attention
-
-        per_example = model is not None and per_example_attention.usable(
-            model, spec.training.max_seq_length, spec.training.gradient_checkpointing
-        )
-        return PackingCollator(pad_token_id, spec.training.max_seq_length, per_example)
+        return PackingCollator(pad_token_id, spec.training.max_seq_length, per_example_rows)
     return CausalLMCollator(pad_token_id)
+
+
+def per_example_rows_for(spec: FineTuneJobSpec, model: Any) -> bool:
+    """Whether this job's packed batches may be one row attended per example (per_example_attention)."""
+    from kubetune_trainer import per_example_attention
+
+    training = spec.training
+    return training.packing and per_example_attention.usable(
+        model, training.max_seq_length, training.gradient_checkpointing
+    )
 
 
 def set_kv_cache(model: Any, enabled: bool) -> bool:
@@ -254,7 +259,7 @@ def build_trainer(
         args=args,
         train_dataset=inputs.train_set,
         eval_dataset=inputs.eval_set or None,
-        data_collator=data_collator(spec, inputs.tokenizer.pad_token_id, model),
+        data_collator=data_collator(spec, inputs.tokenizer.pad_token_id, per_example_rows_for(spec, model)),
         callbacks=[ProgressCallback(sink), preemption, uploader, *evaluation_callbacks(spec)],
         answer_evaluator=answer_evaluator(spec, inputs),
     )

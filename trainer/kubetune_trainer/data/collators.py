@@ -103,6 +103,7 @@ class PackingCollator:
 
         examples = [e for e in examples if e["input_ids"]]
         rows = self.rows(examples)
+        # Two or more examples a row: the rows' masked attention wastes most of each row's square.
         if self.per_example_rows and rows and len(examples) >= 2 * len(rows):
             return self.one_row(examples)
         flat_rows = [self._joined(row) for row in rows]
