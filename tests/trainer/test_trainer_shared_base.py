@@ -14,6 +14,7 @@ import pytest
 from kubetune_api import TrainerInput
 from kubetune_api.layout import ADAPTER_RECORD_FILE, BASE_RECORD_FILE, ONNX_ADAPTER_DIR, ONNX_ADAPTER_FILE
 from kubetune_api.manifest import Manifest
+from kubetune_trainer import shared_base
 
 TARGET = {"precision": "fp32"}
 
@@ -60,8 +61,10 @@ def test_the_second_job_reuses_the_first_jobs_base(two_jobs: dict[str, Any]) -> 
     first, second = (shared(m) for m in two_jobs["manifests"])
     assert first.key == second.key and first.uri == second.uri
     assert (first.reused, second.reused) == (False, True)
-    # One base on disk, written once; each job wrote only its own adapter beside its run.
-    [base] = list(two_jobs["bases"].iterdir())
+    # One base on disk, written once (beside the claim of the job that stored it); each job wrote only
+    # its own adapter beside its run.
+    [base] = [p for p in two_jobs["bases"].iterdir() if p.name != shared_base.CLAIMS_DIR]
+    assert (two_jobs["bases"] / shared_base.CLAIMS_DIR / f"{first.key}.json").is_file()
     assert base.name == first.key and (base / BASE_RECORD_FILE).is_file()
     for job in two_jobs["jobs"]:
         adapter = Path(job.run.output_root) / ONNX_ADAPTER_DIR / "fp32-cpu"

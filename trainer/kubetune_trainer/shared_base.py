@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,12 @@ from kubetune_trainer.errors import export_error
 from kubetune_trainer.storage import FileEntry, Storage, sha256_file
 
 KEY_LENGTH = 24
+# Claims of a base being stored (claimed_by_another), under the shared bases' root.
+CLAIMS_DIR = ".claims"
+CLAIM_SETTLE_SECONDS = 2.0
+CLAIM_POLL_SECONDS = 2.0
+# How long a claim holds: far longer than uploading a base takes.
+CLAIM_WAIT_SECONDS = 600.0
 
 
 def weights_digest(folder: Path) -> str:
@@ -83,13 +91,47 @@ def find_stored(storage: Storage, uri: str, key: str, workdir: Path) -> SharedBa
     return SharedBase(key, uri, local, json.loads(text).get("inputs", {}), reused=True)
 
 
+def claim_uri(base_uri: str) -> str:
+    """Where a job storing a base says so: beside the bases, outside the base's own folder."""
+    root, key = base_uri.rstrip("/").rsplit("/", 1)
+    return join_uri(root, CLAIMS_DIR, f"{key}.json")
+
+
+def claimed_by_another(storage: Storage, base: SharedBase, scratch: Path) -> bool:
+    """Claims the storing of this base unless another job holds a fresh claim. Two jobs that finish
+    together both find no base.json; each writes its claim, waits CLAIM_SETTLE_SECONDS and reads the
+    claim back: the last write is what both read, so exactly one goes on."""
+    uri = claim_uri(base.uri)
+
+    def current() -> dict[str, Any] | None:
+        text = storage.read_if_exists(uri, scratch)
+        return json.loads(text) if text else None
+
+    held = current()
+    if held is not None and time.time() - float(held.get("at", 0)) < CLAIM_WAIT_SECONDS:
+        return True
+    token = uuid.uuid4().hex
+    storage.upload_bytes(json.dumps({"token": token, "at": time.time()}).encode(), uri, scratch / "claim")
+    time.sleep(CLAIM_SETTLE_SECONDS)
+    held = current()
+    return held is not None and held.get("token") != token
+
+
 def store(storage: Storage, base: SharedBase, workdir: Path) -> tuple[list[FileEntry], bool]:
     """Upload a base built here, base.json last; returns its files and whether a stored copy was used
-    instead. If another job completed the same key meanwhile, its copy stays (it is never overwritten)
-    and that copy's files are returned."""
+    instead. If another job completed the same key meanwhile, or is storing it now (its claim), its copy
+    stays (it is never overwritten) and that copy's files are returned. A claimant that never finishes
+    is waited for CLAIM_WAIT_SECONDS, then this job stores its own."""
     record_uri = join_uri(base.uri, BASE_RECORD_FILE)
-    if storage.read_if_exists(record_uri, workdir / "base-race") is not None:
-        return listed(storage, base.uri, workdir / "base-race"), True
+    scratch = workdir / "base-race"
+    if storage.read_if_exists(record_uri, scratch) is not None:
+        return listed(storage, base.uri, scratch), True
+    if claimed_by_another(storage, base, scratch):
+        deadline = time.monotonic() + CLAIM_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            if storage.read_if_exists(record_uri, scratch) is not None:
+                return listed(storage, base.uri, scratch), True
+            time.sleep(CLAIM_POLL_SECONDS)
     entries = storage.upload_dir(base.local_dir, base.uri)
     record = {**integrity.record(entries), "key": base.key, "inputs": base.inputs}
     record_file = workdir / f"base-{base.key}.json"
