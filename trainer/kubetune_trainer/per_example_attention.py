@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import AttentionMaskInterface
 
 # The attention implementation's name while a batch of examples is being attended; otherwise the model
 # keeps its own ("sdpa").
@@ -105,9 +105,9 @@ def per_example_attention(
     return torch.cat(outputs).unsqueeze(0), None
 
 
-def per_example_mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
-    """No mask while attending examples (each sequence is causal on its own); SDPA's otherwise."""
-    return None if _lengths is not None else sdpa_mask(*args, **kwargs)
+def per_example_mask(*args: Any, **kwargs: Any) -> None:
+    """No mask: each example's sequence is causal on its own (only looked up inside `attending`)."""
+    return None
 
 
 AttentionInterface.register(NAME, per_example_attention)
