@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from kubetune_api.v1alpha1 import ExportTarget
 from kubetune_trainer import integrity
 from kubetune_trainer.errors import export_error
 from kubetune_trainer.storage import FileEntry, Storage, sha256_file
+
+log = logging.getLogger("kubetune_trainer.shared_base")
 
 KEY_LENGTH = 24
 # Claims of a base being stored (claimed_by_another), under the shared bases' root.
@@ -127,11 +130,19 @@ def store(storage: Storage, base: SharedBase, workdir: Path) -> tuple[list[FileE
     if storage.read_if_exists(record_uri, scratch) is not None:
         return listed(storage, base.uri, scratch), True
     if claimed_by_another(storage, base, scratch):
+        log.info(
+            "another export is storing the shared base %s (%s); waiting up to %.0f s for its %s",
+            base.uri,
+            claim_uri(base.uri),
+            CLAIM_WAIT_SECONDS,
+            BASE_RECORD_FILE,
+        )
         deadline = time.monotonic() + CLAIM_WAIT_SECONDS
         while time.monotonic() < deadline:
             if storage.read_if_exists(record_uri, scratch) is not None:
                 return listed(storage, base.uri, scratch), True
             time.sleep(CLAIM_POLL_SECONDS)
+        log.warning("the claim on %s was never completed; storing this export's base instead", base.uri)
     entries = storage.upload_dir(base.local_dir, base.uri)
     record = {**integrity.record(entries), "key": base.key, "inputs": base.inputs}
     record_file = workdir / f"base-{base.key}.json"
