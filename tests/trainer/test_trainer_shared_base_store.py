@@ -1,9 +1,11 @@
 """Storing a shared base on the real S3 server: two jobs that finish together store it once (the other
-reuses that copy), and a claim that is never completed holds only for its time."""
+reuses that copy), a claim that is never completed holds only for its time, and a retried export takes
+its own run's claim over at once."""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -40,7 +42,7 @@ def test_two_jobs_storing_one_base_together_store_it_once(tmp_path: Path, s3_env
         base = built_base(tmp_path / name, uri)
         start.wait()
         try:
-            results[name] = shared_base.store(Storage(), base, tmp_path / name / "work")
+            results[name] = shared_base.store(Storage(), base, tmp_path / name / "work", f"runs/{name}")
         except Exception as exc:  # shown by the assertion below
             results[name] = exc
 
@@ -73,10 +75,31 @@ def test_a_claim_never_completed_holds_only_for_its_time(
     uri = f"s3://{s3_env}/trainer-tests/{uuid.uuid4().hex}/bases/k{uuid.uuid4().hex[:8]}"
     storage = Storage()
     # Another job claimed the base and died before storing it.
-    claim = json.dumps({"token": "gone", "at": time.time()}).encode()
+    claim = json.dumps({"token": "gone", "claimant": "runs/gone", "at": time.time()}).encode()
     storage.upload_bytes(claim, shared_base.claim_uri(uri), tmp_path / "claim")
 
-    entries, found = shared_base.store(storage, built_base(tmp_path / "a", uri), tmp_path / "a" / "work")
+    base = built_base(tmp_path / "a", uri)
+    entries, found = shared_base.store(storage, base, tmp_path / "a" / "work", "runs/a")
 
     assert not found and {e.path for e in entries} == {"model.onnx", "genai_config.json", BASE_RECORD_FILE}
     assert storage.read_if_exists(join_uri(uri, BASE_RECORD_FILE), tmp_path / "r") is not None
+
+
+def test_a_retried_export_takes_its_own_runs_claim_over_at_once(
+    tmp_path: Path,
+    s3_env: str,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    uri = f"s3://{s3_env}/trainer-tests/{uuid.uuid4().hex}/bases/k{uuid.uuid4().hex[:8]}"
+    storage = Storage()
+    # This run's first export attempt claimed the base and died before storing it.
+    claim = json.dumps({"token": "first-attempt", "claimant": "runs/a", "at": time.time()}).encode()
+    storage.upload_bytes(claim, shared_base.claim_uri(uri), tmp_path / "claim")
+
+    with caplog.at_level(logging.INFO, logger=shared_base.log.name):
+        base = built_base(tmp_path / "a", uri)
+        entries, found = shared_base.store(storage, base, tmp_path / "a" / "work", "runs/a")
+
+    assert not found and {e.path for e in entries} == {"model.onnx", "genai_config.json", BASE_RECORD_FILE}
+    assert "this run's own earlier claim" in caplog.text
+    assert "another export is storing" not in caplog.text  # never waited on its own claim

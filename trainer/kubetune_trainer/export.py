@@ -240,7 +240,7 @@ def publish(
             entries = shared_base.listed(storage, b.base.uri, workdir / "base-listing")
             records.append(artifact_record(ArtifactKind.ONNX_BASE, b.base.uri, entries, b.name))
         elif promoted:
-            entries, found = shared_base.store(storage, b.base, workdir)
+            entries, found = shared_base.store(storage, b.base, workdir, job.run.output_root)
             b.base = replace(b.base, reused=found)
             records.append(artifact_record(ArtifactKind.ONNX_BASE, b.base.uri, entries, b.name))
         else:

@@ -100,10 +100,12 @@ def claim_uri(base_uri: str) -> str:
     return join_uri(root, CLAIMS_DIR, f"{key}.json")
 
 
-def claimed_by_another(storage: Storage, base: SharedBase, scratch: Path) -> bool:
-    """Claims the storing of this base unless another job holds a fresh claim. Two jobs that finish
+def claimed_by_another(storage: Storage, base: SharedBase, scratch: Path, claimant: str) -> bool:
+    """Claims the storing of this base unless another run holds a fresh claim. Two jobs that finish
     together both find no base.json; each writes its claim, waits CLAIM_SETTLE_SECONDS and reads the
-    claim back: the last write is what both read, so exactly one goes on."""
+    claim back: the last write is what both read, so exactly one goes on. A claim names its run
+    (`claimant`), so a retried export of the same run takes its own earlier claim over at once instead
+    of waiting it out."""
     uri = claim_uri(base.uri)
 
     def current() -> dict[str, Any] | None:
@@ -111,25 +113,30 @@ def claimed_by_another(storage: Storage, base: SharedBase, scratch: Path) -> boo
         return json.loads(text) if text else None
 
     held = current()
-    if held is not None and time.time() - float(held.get("at", 0)) < CLAIM_WAIT_SECONDS:
+    fresh = held is not None and time.time() - float(held.get("at", 0)) < CLAIM_WAIT_SECONDS
+    if fresh and held is not None and held.get("claimant") != claimant:
         return True
+    if fresh:
+        log.info("taking over this run's own earlier claim on the shared base %s (a retry)", base.uri)
     token = uuid.uuid4().hex
-    storage.upload_bytes(json.dumps({"token": token, "at": time.time()}).encode(), uri, scratch / "claim")
+    claim = {"token": token, "claimant": claimant, "at": time.time()}
+    storage.upload_bytes(json.dumps(claim).encode(), uri, scratch / "claim")
     time.sleep(CLAIM_SETTLE_SECONDS)
     held = current()
     return held is not None and held.get("token") != token
 
 
-def store(storage: Storage, base: SharedBase, workdir: Path) -> tuple[list[FileEntry], bool]:
+def store(storage: Storage, base: SharedBase, workdir: Path, claimant: str) -> tuple[list[FileEntry], bool]:
     """Upload a base built here, base.json last; returns its files and whether a stored copy was used
-    instead. If another job completed the same key meanwhile, or is storing it now (its claim), its copy
-    stays (it is never overwritten) and that copy's files are returned. A claimant that never finishes
-    is waited for CLAIM_WAIT_SECONDS, then this job stores its own."""
+    instead. If another job completed the same key meanwhile, or another run is storing it now (its
+    claim), its copy stays (it is never overwritten) and that copy's files are returned. A claimant that
+    never finishes is waited for CLAIM_WAIT_SECONDS, then this job stores its own. `claimant` names
+    this run (its output root), the same on every retry of its export."""
     record_uri = join_uri(base.uri, BASE_RECORD_FILE)
     scratch = workdir / "base-race"
     if storage.read_if_exists(record_uri, scratch) is not None:
         return listed(storage, base.uri, scratch), True
-    if claimed_by_another(storage, base, scratch):
+    if claimed_by_another(storage, base, scratch, claimant):
         log.info(
             "another export is storing the shared base %s (%s); waiting up to %.0f s for its %s",
             base.uri,
