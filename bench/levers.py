@@ -61,6 +61,24 @@ def fast_dropout_class() -> Any:
     return FastDropout
 
 
+@contextmanager
+def regular_pages(trainer: Any) -> Iterator[None]:
+    """The frozen weights in ordinary memory (a copy made once), instead of on huge pages."""
+    from kubetune_trainer.huge_pages import frozen_weights
+
+    weights = frozen_weights(trainer.model)
+    if not hasattr(trainer, "regular_copies"):
+        trainer.regular_copies = [p.detach().clone() for p in weights]
+    huge = [p.data for p in weights]
+    for p, copy in zip(weights, trainer.regular_copies, strict=True):
+        p.data = copy
+    try:
+        yield
+    finally:
+        for p, data in zip(weights, huge, strict=True):
+            p.data = data
+
+
 # Each variant: what it switches off around the step, and whether its batch is the collator's own (one row
 # attended per example, where the batches pack several examples a row) or the same examples as padded rows.
 VARIANTS: dict[str, tuple[Callable[[Any], AbstractContextManager[Any]], str]] = {
@@ -73,6 +91,7 @@ VARIANTS: dict[str, tuple[Callable[[Any], AbstractContextManager[Any]], str]] = 
         lambda trainer: swapped(fast_dropout_class(), "forward", torch_dropout),
         "own",
     ),
+    "without huge pages for the frozen weights": (regular_pages, "own"),
 }
 
 

@@ -223,6 +223,7 @@ def kubetune(
         data_collator=collator,
         labeled_positions_only=speedups,
         fast_dropout=speedups,
+        huge_pages=speedups,
     )
     return trainer, collator
 

@@ -94,5 +94,6 @@ def test_levers_benchmark_times_every_variant_with_the_tiny_model() -> None:
         "without the fused head loss",
         "without the labeled-positions head",
         "without the fast dropout masks",
+        "without huge pages for the frozen weights",
     ):
         assert f"| {variant} | " in result.stdout, result.stdout

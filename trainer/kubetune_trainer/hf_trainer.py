@@ -1,7 +1,8 @@
 """The HF Trainer with what Kubetune adds to it: real-token counts of packed batches, attention per
 example for one-row batches (per_example_attention), the LM head only at labeled positions in training
 (labeled_head) and fused with its loss (fused_head_loss), LoRA dropout masks drawn faster on the CPU
-(fast_dropout), and perplexity and task metrics in every evaluation."""
+(fast_dropout), frozen weights on huge pages on the CPU (huge_pages), and perplexity and task metrics
+in every evaluation."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from transformers import Trainer
 
 from kubetune_trainer import distributed
 from kubetune_trainer import fast_dropout as fast_dropout_module
+from kubetune_trainer import huge_pages as huge_pages_module
 from kubetune_trainer.data import EXAMPLE_LENGTHS, REAL_TOKENS
 from kubetune_trainer.evaluation import AnswerEvaluator, perplexity
 from kubetune_trainer.labeled_head import LabeledPositionsHead
@@ -26,12 +28,15 @@ class KubetuneTrainer(Trainer):
         labeled_positions_only: bool = True,
         fused_head_loss: bool = True,
         fast_dropout: bool = True,
+        huge_pages: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.answer_evaluator = answer_evaluator
         if fast_dropout:
             fast_dropout_module.install(self.model)
+        if huge_pages:
+            huge_pages_module.move_frozen_weights(self.model)
         head = LabeledPositionsHead(self.model, fused_head_loss) if labeled_positions_only else None
         self.labeled_head = head if head is not None and head.supported else None
 
