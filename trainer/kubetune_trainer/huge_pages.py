@@ -5,8 +5,8 @@ forward, and the backward's input gradients), the LM head's several times over (
 the fused head loss): for SmolLM2-135M in fp32, 540 MB a pass, or about 130,000 pages of 4 KiB, each a
 TLB entry to walk for. Here the frozen weights move into one anonymous mapping advised for transparent
 huge pages (MADV_HUGEPAGE, 2 MiB pages), each weight with its own storage inside it, so that saving a
-model still sees separate tensors. Measured on SmolLM2 at 60 tone examples a step: a few percent of a
-step, paired (docs/benchmarks.md). Where the kernel's transparent huge pages are off ("never"), off
+model still sees separate tensors. Measured on SmolLM2 at 60 tone examples a step: 1.09x a step,
+paired (docs/benchmarks.md). Where the kernel's transparent huge pages are off ("never"), off
 Linux, on a GPU, or for trained weights, nothing moves: the values are the same either way.
 """
 
