@@ -125,7 +125,9 @@ def example_lengths(folder: Path, workload: workloads.Workload) -> list[int]:
         lengths = [len(tokenizer(workload.template.format_map(r))["input_ids"]) + 1 for r in workload.rows]
     else:
         chats = [r["messages"] for r in workload.rows]
-        encoded: list[Any] = [tokenizer.apply_chat_template(c, tokenize=True, return_dict=True) for c in chats]
+        encoded: list[Any] = [
+            tokenizer.apply_chat_template(c, tokenize=True, return_dict=True) for c in chats
+        ]
         lengths = [len(e["input_ids"]) for e in encoded]
     return [min(n, train_cases.MAX_SEQ_LENGTH) for n in lengths]
 
