@@ -63,8 +63,11 @@ def move_frozen_weights(model: Any) -> int:
     # huge page is room to start on one.
     region = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     start = -torch.frombuffer(region, dtype=torch.uint8, count=1).data_ptr() % HUGE_PAGE
-    # Advised before the first touch, so the copies below fault in huge pages.
-    region.madvise(mmap.MADV_HUGEPAGE, start, size)
+    try:  # advised before the first touch, so the copies below fault in huge pages
+        region.madvise(mmap.MADV_HUGEPAGE, start, size)
+    except OSError as exc:  # a kernel built without transparent huge pages: leave the weights
+        log.info("frozen weights stay in ordinary pages: madvise(MADV_HUGEPAGE) failed: %s", exc)
+        return 0
     with torch.no_grad():
         for p, offset in zip(weights, offsets, strict=True):
             moved = torch.frombuffer(region, dtype=p.dtype, count=p.numel(), offset=start + offset)
