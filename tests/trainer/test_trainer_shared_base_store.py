@@ -89,7 +89,11 @@ def test_a_retried_export_takes_its_own_runs_claim_over_at_once(
     tmp_path: Path,
     s3_env: str,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Short enough that waiting the claim out fails this test in a minute, not ten.
+    monkeypatch.setattr(shared_base, "CLAIM_WAIT_SECONDS", 60.0)
+    monkeypatch.setattr(shared_base, "CLAIM_POLL_SECONDS", 0.5)
     uri = f"s3://{s3_env}/trainer-tests/{uuid.uuid4().hex}/bases/k{uuid.uuid4().hex[:8]}"
     storage = Storage()
     # This run's first export attempt claimed the base and died before storing it.

@@ -113,10 +113,9 @@ def claimed_by_another(storage: Storage, base: SharedBase, scratch: Path, claima
         return json.loads(text) if text else None
 
     held = current()
-    fresh = held is not None and time.time() - float(held.get("at", 0)) < CLAIM_WAIT_SECONDS
-    if fresh and held is not None and held.get("claimant") != claimant:
-        return True
-    if fresh:
+    if held is not None and time.time() - float(held.get("at", 0)) < CLAIM_WAIT_SECONDS:
+        if held.get("claimant") != claimant:
+            return True
         log.info("taking over this run's own earlier claim on the shared base %s (a retry)", base.uri)
     token = uuid.uuid4().hex
     claim = {"token": token, "claimant": claimant, "at": time.time()}
