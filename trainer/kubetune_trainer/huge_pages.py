@@ -53,20 +53,21 @@ def move_frozen_weights(model: Any) -> int:
     if not available():
         return 0
     weights = frozen_weights(model)
+    if not weights:
+        return 0
     offsets, size = [], 0
     for p in weights:
         offsets.append(size)
         size += -(-p.numel() * p.element_size() // ALIGNMENT) * ALIGNMENT
-    if not weights:
-        return 0
-    # Private: a shared anonymous mapping is shmem, whose huge pages another setting governs. The extra
-    # huge page is room to start on one.
-    region = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    start = -torch.frombuffer(region, dtype=torch.uint8, count=1).data_ptr() % HUGE_PAGE
-    try:  # advised before the first touch, so the copies below fault in huge pages
+    try:
+        # Private: a shared anonymous mapping is shmem, whose huge pages another setting governs. The
+        # extra huge page is room to start on one.
+        region = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        start = -torch.frombuffer(region, dtype=torch.uint8, count=1).data_ptr() % HUGE_PAGE
+        # Advised before the first touch, so the copies below fault in huge pages.
         region.madvise(mmap.MADV_HUGEPAGE, start, size)
-    except OSError as exc:  # a kernel built without transparent huge pages: leave the weights
-        log.info("frozen weights stay in ordinary pages: madvise(MADV_HUGEPAGE) failed: %s", exc)
+    except OSError as exc:  # no room for the mapping, or a kernel that refuses the advice
+        log.info("frozen weights stay in ordinary pages: %s", exc)
         return 0
     with torch.no_grad():
         for p, offset in zip(weights, offsets, strict=True):
