@@ -84,6 +84,10 @@ def regular_pages(trainer: Any) -> Iterator[None]:
 VARIANTS: dict[str, tuple[Callable[[Any], AbstractContextManager[Any]], str]] = {
     "every speed-up": (lambda trainer: nullcontext(), "own"),
     "without per-example attention (padded rows)": (lambda trainer: nullcontext(), "rows"),
+    "without the shared prefix (each example's own copy)": (
+        lambda trainer: swapped(trainer, "shared_prefix", False),
+        "own",
+    ),
     "without the fused head loss": (lambda trainer: swapped(trainer.labeled_head, "fused", False), "own"),
     # transformers' own loss over logits at every position (and so no fused head either)
     "without the labeled-positions head": (lambda trainer: swapped(trainer, "labeled_head", None), "own"),

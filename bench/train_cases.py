@@ -50,15 +50,18 @@ class StepClock:
 
 
 class Counting:
-    """Wraps a collator, recording the real tokens of every batch it builds."""
+    """Wraps a collator, recording the real tokens of every batch it builds and the positions the model
+    computes for them (fewer where a shared prefix is computed once; by default, the real tokens)."""
 
-    def __init__(self, collate: Any, count: Any) -> None:
-        self.collate, self.count = collate, count
+    def __init__(self, collate: Any, count: Any, computed: Any = None) -> None:
+        self.collate, self.count, self.computed_count = collate, count, computed or count
         self.tokens: list[int] = []
+        self.computed: list[int] = []
 
     def __call__(self, examples: list[Any]) -> dict[str, Any]:
         batch = self.collate(examples)
         self.tokens.append(int(self.count(batch)))
+        self.computed.append(int(self.computed_count(batch)))
         return batch
 
 
@@ -173,7 +176,7 @@ def kubetune(
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
     from kubetune_api import FineTuneJobSpec
-    from kubetune_trainer.data import REAL_TOKENS, encode_rows
+    from kubetune_trainer.data import EXAMPLE_LENGTHS, REAL_TOKENS, SHARED_PREFIX, encode_rows
     from kubetune_trainer.hf_trainer import KubetuneTrainer
     from kubetune_trainer.peft_config import to_training_arguments
     from kubetune_trainer.train import data_collator, per_example_rows_for, prepare_model, set_kv_cache
@@ -215,7 +218,15 @@ def kubetune(
     dataset = encode_rows(spec.dataset, fmt, workload.rows, tokenizer, MAX_SEQ_LENGTH)
     # The speed-ups include one-row batches attended per example where the model allows it.
     per_example = speedups and per_example_rows_for(spec, model)
-    collator = Counting(data_collator(spec, tokenizer.pad_token_id, per_example), lambda b: b[REAL_TOKENS])
+
+    def computed(batch: dict[str, Any]) -> int:
+        # The trainer computes a one-row batch's shared prefix once (with the speed-ups on).
+        shared = int(batch.get(SHARED_PREFIX, 0)) * (len(batch.get(EXAMPLE_LENGTHS, [])) - 1)
+        return int(batch[REAL_TOKENS]) - shared
+
+    collator = Counting(
+        data_collator(spec, tokenizer.pad_token_id, per_example), lambda b: b[REAL_TOKENS], computed
+    )
     trainer = KubetuneTrainer(
         model=model,
         args=to_training_arguments(spec, out, has_eval=False),
@@ -224,6 +235,7 @@ def kubetune(
         labeled_positions_only=speedups,
         fast_dropout=speedups,
         huge_pages=speedups,
+        shared_prefix=speedups,
     )
     return trainer, collator
 
@@ -249,14 +261,17 @@ def run(case: str, workload: Workload, folder: Path, steps: int, warmup: int) ->
     seconds = clock.end - clock.start
     # One batch per optimizer step (no accumulation); the collator may have built one more ahead.
     tokens = sum(collator.tokens[warmup : warmup + steps])
+    computed = sum(collator.computed[warmup : warmup + steps])
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     return {
         "case": case,
         "steps": steps,
         "realTokens": tokens,
         "realTokensPerStep": round(tokens / steps, 1),
+        "computedTokensPerStep": round(computed / steps, 1),
         "secondsPerStep": round(seconds / steps, 3),
         "realTokensPerSecond": round(tokens / seconds, 1),
+        "computedTokensPerSecond": round(computed / seconds, 1),
         "peakRssMiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "losses": [round(float(x), 4) for x in losses],
     }

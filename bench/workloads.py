@@ -15,6 +15,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TONE_FILE = REPO / "examples" / "data" / "tone" / "train.jsonl"
+TONE_EVAL_FILE = REPO / "examples" / "data" / "tone" / "eval.jsonl"
 TEMPLATE = "Phrase: {phrase}\nTone: {tone}"
 SYSTEM_PROMPT = (
     "You are the tone classifier of a customer support team. Each message you receive is a short phrase "
@@ -41,26 +42,32 @@ class Workload:
         return [{"prompt": row["messages"][:-1], "completion": row["messages"][-1:]} for row in self.rows]
 
 
-def tone_rows() -> list[dict[str, Any]]:
-    return [json.loads(line) for line in TONE_FILE.read_text().splitlines() if line.strip()]
+def tone_rows(path: Path = TONE_FILE) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def load(name: str) -> Workload:
-    rows = tone_rows()
+def as_chats(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tone rows as the chat workload's conversations: the system prompt, the phrase, the tone."""
+    return [
+        {
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": row["phrase"]},
+                {"role": "assistant", "content": row["tone"]},
+            ]
+        }
+        for row in rows
+    ]
+
+
+def load(name: str, path: Path = TONE_FILE) -> Workload:
+    """A workload over the tone rows of `path` (the training rows by default)."""
+    rows = tone_rows(path)
     if name == "tone":
         return Workload("tone", "tone rows, text template, loss on every token", rows, TEMPLATE)
     if name == "chat":
-        chats = [
-            {
-                "messages": [
-                    {"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": row["phrase"]},
-                    {"role": "assistant", "content": row["tone"]},
-                ]
-            }
-            for row in rows
-        ]
-        return Workload("chat", "long system prompt, one-word answer, assistant-only loss", chats, None)
+        description = "long system prompt, one-word answer, assistant-only loss"
+        return Workload("chat", description, as_chats(rows), None)
     raise ValueError(f"unknown workload {name!r}")
 
 

@@ -1,5 +1,6 @@
 """The HF Trainer with what Kubetune adds to it: real-token counts of packed batches, attention per
-example for one-row batches (per_example_attention), the LM head only at labeled positions in training
+example for one-row batches (per_example_attention) and their examples' shared prefix computed once in
+training (shared_prefix), the LM head only at labeled positions in training
 (labeled_head) and fused with its loss (fused_head_loss), LoRA dropout masks drawn faster on the CPU
 (fast_dropout), frozen weights on huge pages on the CPU (huge_pages), and perplexity and task metrics
 in every evaluation."""
@@ -14,9 +15,10 @@ from transformers import Trainer
 from kubetune_trainer import distributed
 from kubetune_trainer import fast_dropout as fast_dropout_module
 from kubetune_trainer import huge_pages as huge_pages_module
-from kubetune_trainer.data import EXAMPLE_LENGTHS, REAL_TOKENS
+from kubetune_trainer import shared_prefix as shared_prefix_module
+from kubetune_trainer.data import EXAMPLE_LENGTHS, REAL_TOKENS, SHARED_PREFIX
 from kubetune_trainer.evaluation import AnswerEvaluator, perplexity
-from kubetune_trainer.labeled_head import LabeledPositionsHead
+from kubetune_trainer.labeled_head import LabeledPositionsHead, predictions
 from kubetune_trainer.per_example_attention import attending
 
 
@@ -29,10 +31,13 @@ class KubetuneTrainer(Trainer):
         fused_head_loss: bool = True,
         fast_dropout: bool = True,
         huge_pages: bool = True,
+        shared_prefix: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.answer_evaluator = answer_evaluator
+        # Needs the labeled-positions head: a shared position predicts once per example.
+        self.shared_prefix = shared_prefix
         if fast_dropout:
             fast_dropout_module.install(self.model)
         if huge_pages:
@@ -49,13 +54,22 @@ class KubetuneTrainer(Trainer):
     ) -> Any:
         # A one-row batch of examples (PackingCollator.per_example_rows): each is attended on its own.
         lengths = inputs.pop(EXAMPLE_LENGTHS, None)
+        prefix = int(inputs.pop(SHARED_PREFIX, 0))
         per_example = attending(self.model, lengths.tolist()) if lengths is not None else nullcontext()
         head = self.labeled_head
         if head is None or not model.training or "labels" not in inputs or self.label_smoother is not None:
             with per_example:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
-        with head.selecting(labels) as targets, per_example:
+        if lengths is not None and prefix and self.shared_prefix:
+            # The examples' shared prefix once (its predictions gathered once per example).
+            shared = shared_prefix_module.layout(inputs["input_ids"], labels, lengths, prefix)
+            inputs["input_ids"], inputs["position_ids"] = shared.input_ids, shared.position_ids
+            sources, targets = shared.sources, shared.targets
+            per_example = attending(self.model, shared.own_lengths, prefix)
+        else:
+            sources, targets = predictions(labels)
+        with head.selecting(sources), per_example:
             outputs = model(**inputs)
         # With the fused loss, outputs.logits holds the selected hidden states, not logits.
         loss = head.loss(outputs.logits, targets, num_items_in_batch)

@@ -33,6 +33,14 @@ from kubetune_trainer.fused_head_loss import head_cross_entropy_sum
 PLAIN_LOGITS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3"})
 
 
+def predictions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sources, targets) of a batch's causal LM loss: each position, flattened over the batch, whose
+    next token has a label, and that label."""
+    predicts = torch.zeros_like(labels, dtype=torch.bool)
+    predicts[:, :-1] = labels[:, 1:] != IGNORE
+    return predicts.flatten().nonzero().squeeze(1), labels[:, 1:][predicts[:, :-1]]
+
+
 def head_can_fuse(model: Any) -> bool:
     """Whether the model's logits are its bias-free Linear head's output unchanged (PLAIN_LOGITS)."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -41,7 +49,7 @@ def head_can_fuse(model: Any) -> bool:
 
 
 class LabeledPositionsHead:
-    """Installs the pre-hook on the model's output embedding; `selecting(labels)` arms it for one call."""
+    """Installs the pre-hook on the model's output embedding; `selecting(sources)` arms it for one call."""
 
     def __init__(self, model: Any, fused_loss: bool = True) -> None:
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -63,17 +71,16 @@ class LabeledPositionsHead:
         if self._selected is None:
             return None
         hidden, *rest = args
-        return (hidden[self._selected], *rest)
+        return (hidden.flatten(0, -2)[self._selected], *rest)
 
     @contextmanager
-    def selecting(self, labels: torch.Tensor) -> Iterator[torch.Tensor]:
-        """Arms the hook for the positions whose next token has a label; yields those targets."""
-        predicts = torch.zeros_like(labels, dtype=torch.bool)
-        predicts[:, :-1] = labels[:, 1:] != IGNORE
-        self._selected = predicts
+    def selecting(self, sources: torch.Tensor) -> Iterator[None]:
+        """Arms the hook for one call: the head sees the hidden states at `sources` (positions flattened
+        over the batch, in the order of their targets, repeated where one position predicts several)."""
+        self._selected = sources
         self._skip_head = self.fused
         try:
-            yield labels[:, 1:][predicts[:, :-1]]
+            yield
         finally:
             self._selected = None
             self._skip_head = False

@@ -9,7 +9,9 @@ one ends). While `attending(model, lengths)` is active, the model's attention ta
 examples of the same length as a batch of separate sequences (its queries, keys and values are views
 of the row; the outputs are copied back into one) and runs plain causal SDPA on it: no mask and no
 padded positions. Measured on SmolLM2-135M with 60 tone examples a step: 1.08x faster a step, paired,
-with the same losses (docs/benchmarks.md).
+with the same losses (docs/benchmarks.md). With a shared prefix (shared_prefix), the row opens with it:
+the prefix is attended causally on its own, and each example's queries see the prefix's keys and values
+(one copy, expanded) before their own.
 
 It applies where the attention is plain scaled dot-product attention over the whole example: no
 attention dropout, no soft-capping, no sliding window shorter than the longest example, and the
@@ -35,8 +37,10 @@ NAME = "kubetune_per_example"
 # nothing else between them (no soft-capping, attention sinks or learned biases on the scores).
 PLAIN_ATTENTION = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3"})
 
-# The lengths of the one-row batch being attended, set by `attending` only.
+# The lengths of the one-row batch's examples being attended, and of the prefix they share before them
+# (shared_prefix), set by `attending` only.
 _lengths: list[int] | None = None
+_prefix = 0
 
 
 def usable(model: Any, max_seq_length: int, gradient_checkpointing: bool) -> bool:
@@ -80,24 +84,38 @@ def per_example_attention(
     scaling: float | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    if _lengths is None or query.shape[0] != 1 or query.shape[2] != sum(_lengths):
+    if _lengths is None or query.shape[0] != 1 or query.shape[2] != _prefix + sum(_lengths):
         # Outside `attending` the model's config names its own implementation, so this is never called;
         # falling back to unmasked SDPA here would let examples attend to each other.
         raise RuntimeError("per-example attention called without the one-row batch's example lengths")
     runs = runs_of_equal_length(_lengths)
-    sizes = [count * length for count, length in runs]
+    sizes = [_prefix] + [count * length for count, length in runs]
     gqa = getattr(module, "num_key_value_groups", 1) > 1
+    (q_prefix, *q_runs), (k_prefix, *k_runs), (v_prefix, *v_runs) = (
+        x.split(sizes, 2) for x in (query, key, value)
+    )
     outputs = []
-    for (count, length), q, k, v in zip(
-        runs, query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2), strict=True
-    ):
+    if _prefix:
+        out = F.scaled_dot_product_attention(
+            q_prefix, k_prefix, v_prefix, dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa
+        )
+        outputs.append(out[0].transpose(0, 1))
+    for (count, length), q, k, v in zip(runs, q_runs, k_runs, v_runs, strict=True):
+        keys, values = _as_sequences(k, count, length), _as_sequences(v, count, length)
+        mask = None
+        if _prefix:
+            # Each example's own positions see the one prefix and, causally, themselves.
+            keys = torch.cat([k_prefix.expand(count, -1, -1, -1), keys], 2)
+            values = torch.cat([v_prefix.expand(count, -1, -1, -1), values], 2)
+            mask = torch.ones(length, _prefix + length, dtype=torch.bool, device=q.device).tril(_prefix)
         out = F.scaled_dot_product_attention(
             _as_sequences(q, count, length),
-            _as_sequences(k, count, length),
-            _as_sequences(v, count, length),
+            keys,
+            values,
+            attn_mask=mask,
             dropout_p=dropout,
             scale=scaling,
-            is_causal=True,
+            is_causal=mask is None,
             enable_gqa=gqa,
         )
         outputs.append(out.transpose(1, 2).reshape(count * length, out.shape[1], out.shape[3]))
@@ -115,15 +133,16 @@ AttentionMaskInterface.register(NAME, per_example_mask)
 
 
 @contextmanager
-def attending(model: Any, lengths: Sequence[int]) -> Iterator[None]:
-    """The model's forward calls inside attend to each example of the one-row batch on its own."""
-    global _lengths
+def attending(model: Any, lengths: Sequence[int], prefix: int = 0) -> Iterator[None]:
+    """The model's forward calls inside attend to each example of the one-row batch on its own; with a
+    prefix, the row opens with that many positions every example shares and sees (shared_prefix)."""
+    global _lengths, _prefix
     config = model.config
-    before, outer = config._attn_implementation, _lengths
+    before, outer = config._attn_implementation, (_lengths, _prefix)
     config._attn_implementation = NAME
-    _lengths = [int(n) for n in lengths]
+    _lengths, _prefix = [int(n) for n in lengths], int(prefix)
     try:
         yield
     finally:
-        _lengths = outer
+        _lengths, _prefix = outer
         config._attn_implementation = before

@@ -3,7 +3,13 @@ and the eval split (splits)."""
 
 from __future__ import annotations
 
-from kubetune_trainer.data.collators import EXAMPLE_LENGTHS, REAL_TOKENS, CausalLMCollator, PackingCollator
+from kubetune_trainer.data.collators import (
+    EXAMPLE_LENGTHS,
+    REAL_TOKENS,
+    SHARED_PREFIX,
+    CausalLMCollator,
+    PackingCollator,
+)
 from kubetune_trainer.data.formats import (
     chat_messages,
     chat_prompt,
@@ -29,6 +35,7 @@ __all__ = [
     "FILE_TYPES",
     "IGNORE",
     "REAL_TOKENS",
+    "SHARED_PREFIX",
     "CausalLMCollator",
     "Example",
     "Format",

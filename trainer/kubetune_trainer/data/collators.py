@@ -45,6 +45,13 @@ REAL_TOKENS = "num_real_tokens"
 # The key a one-row batch (PackingCollator's per_example_rows) carries its examples' lengths under, in
 # the order they follow each other; the trainer pops it and attends to each example on its own.
 EXAMPLE_LENGTHS = "example_lengths"
+# The key a one-row batch carries the length of the prefix all its examples share under (the same ids: a
+# system prompt, a template's opening words); the trainer pops it and, in training, computes that prefix
+# once for all of them (shared_prefix).
+SHARED_PREFIX = "shared_prefix"
+# A batch of one example a row becomes one row only when sharing its prefix saves at least this share of
+# its positions; below that, the rows' batched attention is the faster layout.
+MIN_SHARED_SAVING = 0.2
 
 
 class PackingCollator:
@@ -61,7 +68,9 @@ class PackingCollator:
     per_example_rows: when the rows would hold two or more examples on average, the batch is instead one
     row of its examples back to back, shortest first, with no padding, and EXAMPLE_LENGTHS; the model
     then attends to each example on its own (per_example_attention). With one example a row the rows'
-    padding is small and their batched attention is faster, so the rows stay.
+    padding is small and their batched attention is faster, so the rows stay, unless the examples share
+    a prefix long enough to save MIN_SHARED_SAVING of the positions. A one-row batch whose examples
+    share a prefix says how long it is (SHARED_PREFIX).
     """
 
     def __init__(self, pad_token_id: int, max_length: int, per_example_rows: bool = False) -> None:
@@ -103,9 +112,12 @@ class PackingCollator:
 
         examples = [e for e in examples if e["input_ids"]]
         rows = self.rows(examples)
-        # Two or more examples a row: the rows' masked attention wastes most of each row's square.
-        if self.per_example_rows and rows and len(examples) >= 2 * len(rows):
-            return self.one_row(examples)
+        if self.per_example_rows and rows:
+            prefix = shared_prefix_length(examples)
+            saved = prefix * (len(examples) - 1)
+            # Two or more examples a row: the rows' masked attention wastes most of each row's square.
+            if len(examples) >= 2 * len(rows) or saved >= MIN_SHARED_SAVING * _positions(examples):
+                return self.one_row(examples, prefix)
         flat_rows = [self._joined(row) for row in rows]
         longest = max(len(ids) for ids, _, _ in flat_rows)
         input_ids = torch.full((len(flat_rows), longest), self.pad_token_id, dtype=torch.long)
@@ -125,20 +137,23 @@ class PackingCollator:
             REAL_TOKENS: torch.tensor(real, dtype=torch.long),
         }
 
-    def one_row(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+    def one_row(self, examples: list[Example], prefix: int = 0) -> dict[str, torch.Tensor]:
         """Every example in one row, shortest first (examples of one length are attended as a batch),
-        no padding, with their lengths."""
+        no padding, with their lengths and the length of the prefix they share (when they do)."""
         import torch
 
         ordered = sorted(examples, key=lambda e: len(e["input_ids"]))
         ids, labels, positions = self._joined(ordered)
-        return {
+        batch = {
             "input_ids": torch.tensor([ids], dtype=torch.long),
             "labels": torch.tensor([labels], dtype=torch.long),
             "position_ids": torch.tensor([positions], dtype=torch.long),
             REAL_TOKENS: torch.tensor(len(ids), dtype=torch.long),
             EXAMPLE_LENGTHS: torch.tensor([len(e["input_ids"]) for e in ordered], dtype=torch.long),
         }
+        if prefix:
+            batch[SHARED_PREFIX] = torch.tensor(prefix, dtype=torch.long)
+        return batch
 
     @staticmethod
     def _joined(examples: list[Example]) -> tuple[list[int], list[int], list[int]]:
@@ -152,3 +167,24 @@ class PackingCollator:
             labels += [IGNORE, *own[1:]]
             positions += range(len(example["input_ids"]))
         return ids, labels, positions
+
+
+def shared_prefix_length(examples: list[Example]) -> int:
+    """How many leading token ids every example has in common, leaving each at least one position of its
+    own; 0 for fewer than two examples, where nothing is shared. Labels may differ: each example's
+    predictions keep their own targets (shared_prefix.layout)."""
+    if len(examples) < 2:
+        return 0
+    first = examples[0]["input_ids"]
+    limit = min(len(e["input_ids"]) for e in examples) - 1
+    for example in examples[1:]:
+        ids = example["input_ids"]
+        n = 0
+        while n < limit and ids[n] == first[n]:
+            n += 1
+        limit = n
+    return limit
+
+
+def _positions(examples: list[Example]) -> int:
+    return sum(len(e["input_ids"]) for e in examples)
