@@ -5,8 +5,8 @@ words. In a causal model a position's hidden states depend only on the tokens up
 positions, so the shared prefix's hidden states are the same in every example: computing them once and
 letting each example's own tokens attend to that one copy gives the same outputs, and the backward pass
 sums the prefix's gradients from every example, as the separate copies' gradients would have summed in
-the shared weights. With a 76-token system prompt before answers of about 25 tokens, ten examples a
-step take 330 positions instead of 1,010 (docs/benchmarks.md).
+the shared weights. On the chat benchmark (the same 84 tokens opening every example, about 17 after
+them) ten examples a step take 256 positions instead of 1,012 (docs/benchmarks.md).
 
 The collator finds the prefix (collators.shared_prefix_length: the same ids and labels in every
 example); `layout` turns its one-row batch into the shared one, and names each prediction the loss makes
