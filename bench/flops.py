@@ -17,6 +17,7 @@ where no label is trained does less work for the same tokens, which shows as a h
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -62,22 +63,50 @@ def mean_context(lengths: list[int]) -> float:
     return sum(n * (n + 1) / 2 for n in lengths) / tokens if tokens else 0.0
 
 
-def peak_flops(dtype: str = "fp32", size: int = 2048, seconds: float = 3.0) -> float:
-    """Dense matmul FLOP/s of this machine with torch's own kernels and threads (the best of runs)."""
+def device_name() -> str:
+    """What the cases train on: the GPU's name, or the CPU's architecture."""
+    import platform
+
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU"
+
+
+def peak_flops(dtype: str = "fp32", seconds: float = 3.0) -> float:
+    """Dense matmul FLOP/s of this machine with torch's own kernels and threads (the best of runs).
+
+    The matrices grow to 2,048 (8,192 on a GPU, timing several products at once so that launches and
+    the synchronisation do not count) while one product stays well within the time given: a dtype the
+    CPU has no instructions for (bf16 without AVX-512 BF16) runs a thousand times slower.
+    """
     import torch
 
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    a = torch.randn(size, size, dtype=torch_dtype, device=device)
-    b = torch.randn(size, size, dtype=torch_dtype, device=device)
+    cuda = torch.cuda.is_available()
+    largest, products = (8192, 10) if cuda else (2048, 1)
+    device = "cuda" if cuda else "cpu"
+
+    @functools.cache
+    def matrices(size: int) -> tuple[Any, Any]:
+        a, b = torch.randn(2, size, size, dtype=torch_dtype, device=device)
+        return a, b
+
+    def rate(size: int) -> float:
+        a, b = matrices(size)
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(products):
+            torch.mm(a, b)
+        if cuda:
+            torch.cuda.synchronize()
+        return products * 2 * size**3 / (time.perf_counter() - start)
+
+    size = 256
+    while size < largest and products * 2 * (2 * size) ** 3 / rate(size) < seconds / 10:
+        size *= 2
     best = 0.0
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline or best == 0.0:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        torch.mm(a, b)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = max(best, 2 * size**3 / (time.perf_counter() - start))
+        best = max(best, rate(size))
     return best

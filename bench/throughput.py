@@ -3,6 +3,7 @@
     PYTHONPATH=hack uv run python bench/throughput.py                  # both workloads, every case
     PYTHONPATH=hack uv run python bench/throughput.py --model tiny --cases hf-dynamic,trl,kubetune --steps 2
     PYTHONPATH=hack uv run python bench/throughput.py --repeats 3 --cases olive,kubetune   # rounds, medians
+    PYTHONPATH=hack uv run python bench/throughput.py --precision bf16 --cases hf-dynamic,trl,kubetune  # GPU
 
 Cases (each in its own process, so peak RSS is its own): HF Trainer + PEFT with dynamic padding, TRL's
 SFTTrainer with packing and padding_free, Olive's `olive finetune` in its own environment (made on first
@@ -16,7 +17,8 @@ examples share once), how much of the peak the work done uses. Prints one table 
 workload and Kubetune's ratio to the best baseline; --json writes every figure and loss curve. Separate
 processes on a shared machine vary by 10-20% from run to run: --repeats N runs every case N times (in
 reverse order every other round), reports each case's median round and Kubetune's ratio within each
-round.
+round. --precision bf16 trains every case in bf16 mixed precision (train_cases.py says how) and measures
+the peak in bf16: the GPU comparison; fp32 is the CPU's.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,8 @@ OLIVE_VERSION = "0.13.0"
 # Olive imports these without declaring them; the rest is pinned to this project's versions.
 OLIVE_EXTRA = ("requests", "datasets")
 OLIVE_SAME_AS_PROJECT = ("torch", "transformers", "peft", "accelerate")
+# Olive's --torch_dtype for each precision: the dtype its LoRA pass loads the base in.
+OLIVE_DTYPE = {"fp32": "float32", "bf16": "bfloat16"}
 OLIVE_ENV = Path(os.environ.get("KUBETUNE_CACHE", Path.home() / ".cache/kubetune")) / "bench" / "olive-venv"
 LABELS = {
     "hf-dynamic": "HF Trainer + PEFT, dynamic padding",
@@ -92,7 +95,7 @@ def olive_command(
         *["-m", str(folder), "-d", "json", "--data_files", str(data), "--train_split", "train", *text],
         *["--max_seq_len", str(train_cases.MAX_SEQ_LENGTH), "--batch_size", str(train_cases.BATCH)],
         *["--method", "lora", "--lora_r", str(lora["r"]), "--lora_alpha", str(lora["alpha"])],
-        *["--target_modules", ",".join(lora["targets"]), "--torch_dtype", "float32"],
+        *["--target_modules", ",".join(lora["targets"]), "--torch_dtype", OLIVE_DTYPE[train_cases.PRECISION]],
         *["--learning_rate", str(train_cases.LEARNING_RATE), "--seed", str(train_cases.SEED)],
         # Olive's default turns gradient checkpointing on; off is its fastest setting.
         *["--logging_steps", "1", "--gradient_checkpointing", "False"],
@@ -112,10 +115,11 @@ def run_case(case: str, workload: str, folder: Path, steps: int, warmup: int) ->
     if case == "olive":
         work = Path(tempfile.mkdtemp(prefix="bench-olive-"))
         # In its own folder: Olive writes its cache (.olive-cache) under the working directory.
-        return run_child(olive_command(workloads.load(workload), folder, work, steps, warmup), cwd=work)
+        result = run_child(olive_command(workloads.load(workload), folder, work, steps, warmup), cwd=work)
+        return {**result, "precision": train_cases.PRECISION}
     own = [f"--case={case}", f"--workload={workload}", f"--model-dir={folder}", f"--steps={steps}"]
     own += [f"--warmup={warmup}", f"--max-seq-length={train_cases.MAX_SEQ_LENGTH}"]
-    own += [f"--examples-per-step={train_cases.EXAMPLES_PER_STEP}"]
+    own += [f"--examples-per-step={train_cases.EXAMPLES_PER_STEP}", f"--precision={train_cases.PRECISION}"]
     return run_child([sys.executable, __file__, *own])
 
 
@@ -207,6 +211,12 @@ def main() -> int:
         help="rounds of every case, in reverse order every other round; each case reports its median round",
     )
     parser.add_argument(
+        "--precision",
+        choices=sorted(OLIVE_DTYPE),
+        default=train_cases.PRECISION,
+        help="every case's training precision and the peak's dtype (bf16: mixed precision, for a GPU)",
+    )
+    parser.add_argument(
         "--max-seq-length",
         type=int,
         default=train_cases.MAX_SEQ_LENGTH,
@@ -220,6 +230,7 @@ def main() -> int:
     args = parser.parse_args()
 
     train_cases.MAX_SEQ_LENGTH = args.max_seq_length
+    train_cases.PRECISION = args.precision
     if args.case:
         train_cases.EXAMPLES_PER_STEP = args.examples_per_step
         workload = workloads.load(args.workload)
@@ -228,13 +239,19 @@ def main() -> int:
         return 0
 
     folder = model_dir(args.model)
-    peak = flops.peak_flops("fp32")
+    peak = flops.peak_flops(args.precision)
     print(
-        f"model {args.model} ({folder.name}); {platform.machine()}, {os.cpu_count()} CPUs; fp32 matmul peak "
-        f"{peak / 1e9:.1f} GFLOP/s; {args.warmup} warm-up + {args.steps} timed steps per case",
+        f"model {args.model} ({folder.name}); {flops.device_name()}, {os.cpu_count()} CPUs; {args.precision} "
+        f"matmul peak {peak / 1e9:.1f} GFLOP/s; {args.warmup} warm-up + {args.steps} timed steps per case",
         flush=True,
     )
-    everything: dict[str, Any] = {"model": args.model, "peakFlops": peak, "workloads": {}}
+    everything: dict[str, Any] = {
+        "model": args.model,
+        "precision": args.precision,
+        "device": flops.device_name(),
+        "peakFlops": peak,
+        "workloads": {},
+    }
     failed = False
     for workload in args.workloads.split(","):
         lengths = example_lengths(folder, workloads.load(workload))

@@ -7,10 +7,16 @@
 - kubetune: the trainer's own path (its spec, encode_rows, collator, arguments and KubetuneTrainer),
   with packing; kubetune-plain is the same without the speed-ups, to show what they add.
 
-Every case: the same rows, LoRA r=16 alpha=32 dropout 0.05 on q/k/v/o, fp32, learning rate 2e-4, seed
-42, the same number of optimizer steps of about 1,024 real tokens each: TRL and Olive pack 8 rows of 128
-tokens, the others take as many examples as fill that on average. Real tokens are counted from each
-batch the model sees (padding excluded), and only the steps after the warm-up are timed.
+Every case: the same rows, LoRA r=16 alpha=32 dropout 0.05 on q/k/v/o, the same precision (PRECISION),
+learning rate 2e-4, seed 42, the same number of optimizer steps of about 1,024 real tokens each: TRL and
+Olive pack 8 rows of 128 tokens, the others take as many examples as fill that on average. Real tokens
+are counted from each batch the model sees (padding excluded), and only the steps after the warm-up are
+timed.
+
+Precision: fp32 trains in fp32 everywhere. bf16 is mixed precision in every case (the Trainer's bf16
+autocast, the LoRA weights and optimizer state in fp32); the baselines load the frozen base in bf16, their
+fastest documented setting, and Kubetune loads it as its spec's `precision: bf16` does. Every case
+states the precision explicitly: TRL's SFTConfig defaults to bf16 when it is not told.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ EXAMPLES_PER_STEP = 8
 LEARNING_RATE = 2e-4
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 SEED = 42
+PRECISION = "fp32"  # or "bf16" (set by throughput.py --precision)
 
 
 class StepClock:
@@ -98,8 +105,16 @@ def hf_arguments(out: Path, steps: int, batch: int, **extra: Any) -> dict[str, A
         "report_to": "none",
         "disable_tqdm": True,
         "logging_steps": 1,
+        "bf16": PRECISION == "bf16",
         **extra,
     }
+
+
+def base_dtype() -> Any:
+    """The dtype the baselines load the frozen base in: bf16 for mixed precision, else fp32."""
+    import torch
+
+    return torch.bfloat16 if PRECISION == "bf16" else torch.float32
 
 
 def _cuda() -> bool:
@@ -109,7 +124,6 @@ def _cuda() -> bool:
 
 
 def hf_dynamic(workload: Workload, folder: Path, out: Path, steps: int) -> tuple[Any, Counting]:
-    import torch
     from peft import get_peft_model
     from transformers import (
         AutoModelForCausalLM,
@@ -120,7 +134,7 @@ def hf_dynamic(workload: Workload, folder: Path, out: Path, steps: int) -> tuple
     )
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), peft_config())
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(folder, dtype=base_dtype()), peft_config())
     dataset = []
     for row in workload.rows:
         if workload.template is not None:
@@ -142,13 +156,12 @@ def hf_dynamic(workload: Workload, folder: Path, out: Path, steps: int) -> tuple
 
 
 def trl(workload: Workload, folder: Path, out: Path, steps: int) -> tuple[Any, Counting]:
-    import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=base_dtype())
     if workload.template is not None:
         dataset = Dataset.from_list([{"text": workload.template.format_map(row)} for row in workload.rows])
     else:
@@ -172,12 +185,12 @@ def trl(workload: Workload, folder: Path, out: Path, steps: int) -> tuple[Any, C
 def kubetune(
     workload: Workload, folder: Path, out: Path, steps: int, speedups: bool = True
 ) -> tuple[Any, Counting]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import set_seed
 
     from kubetune_api import FineTuneJobSpec
     from kubetune_trainer.data import EXAMPLE_LENGTHS, REAL_TOKENS, SHARED_PREFIX, encode_rows
     from kubetune_trainer.hf_trainer import KubetuneTrainer
+    from kubetune_trainer.models import load_for_training
     from kubetune_trainer.peft_config import to_training_arguments
     from kubetune_trainer.train import data_collator, per_example_rows_for, prepare_model, set_kv_cache
 
@@ -202,7 +215,7 @@ def kubetune(
                 "learningRate": LEARNING_RATE,
                 "packing": True,
                 "seed": SEED,
-                "precision": "fp32",
+                "precision": PRECISION,
                 "gradientCheckpointing": False,
                 "loggingSteps": 1,
             },
@@ -211,8 +224,9 @@ def kubetune(
         }
     )
     set_seed(SEED)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = prepare_model(spec, AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32))
+    # The trainer's own loader: the base in fp32 at every precision (bf16 autocasts it).
+    base, tokenizer = load_for_training(folder, spec.effective_quantization)
+    model = prepare_model(spec, base)
     set_kv_cache(model, False)
     fmt = "text" if workload.template else "chat"
     dataset = encode_rows(spec.dataset, fmt, workload.rows, tokenizer, MAX_SEQ_LENGTH)
@@ -265,6 +279,7 @@ def run(case: str, workload: Workload, folder: Path, steps: int, warmup: int) ->
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     return {
         "case": case,
+        "precision": PRECISION,
         "steps": steps,
         "realTokens": tokens,
         "realTokensPerStep": round(tokens / steps, 1),
