@@ -279,7 +279,7 @@ def measure_onnx(
     rows: list[Prompt],
     settings: Settings,
 ) -> Measured:
-    from kubetune_trainer.generation import encode, ort_greedy
+    from kubetune_trainer.generation import encode, ort_greedy, ort_model
 
     model = load_onnx(onnx_dir, settings.threads)
     timed = [encode(tokenizer, p.text) for p in prompts]
@@ -288,7 +288,9 @@ def measure_onnx(
     for ids in timed:
         onnx_timed(model, ids, settings.new_tokens, speed)
     del model  # its threads, before the next model runs
-    answers = ort_greedy(onnx_dir, [encode(tokenizer, p.text) for p in rows], ACCURACY_NEW_TOKENS, eos)
+    answers = ort_greedy(
+        ort_model(onnx_dir), [encode(tokenizer, p.text) for p in rows], ACCURACY_NEW_TOKENS, eos
+    )
     device = target.execution_provider
     return Measured(
         target.name,

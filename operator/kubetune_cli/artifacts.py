@@ -258,7 +258,8 @@ class _Runtime:
     ) -> str:
         g = self.generation
         ids = g.encode(tokenizer, text)
-        tokens = g.ort_greedy(model_dir, [ids], max_new_tokens, g.eos_ids(tokenizer, None), adapter_file)[0]
+        model = g.ort_model(model_dir)
+        tokens = g.ort_greedy(model, [ids], max_new_tokens, g.eos_ids(tokenizer, None), adapter_file)[0]
         return str(tokenizer.decode(tokens, skip_special_tokens=True)).strip()
 
 

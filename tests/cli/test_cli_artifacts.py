@@ -162,11 +162,11 @@ def test_generate_answers_with_the_fp32_onnx_model(
     # The trainer's own generation on the same model and prompt gives the same answer.
     from transformers import AutoTokenizer
 
-    from kubetune_trainer.generation import encode, ort_greedy
+    from kubetune_trainer.generation import encode, ort_greedy, ort_model
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokens = ort_greedy(
-        model_dir, [encode(tokenizer, "Phrase: I love this\nTone:")], 6, {tokenizer.eos_token_id}
+        ort_model(model_dir), [encode(tokenizer, "Phrase: I love this\nTone:")], 6, {tokenizer.eos_token_id}
     )
     expected = tokenizer.decode(tokens[0], skip_special_tokens=True).strip()
     assert tokens[0], "the model generated nothing to compare"

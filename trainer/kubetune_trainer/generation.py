@@ -66,17 +66,23 @@ def torch_greedy(
     return outputs
 
 
+def ort_model(model_dir: Path) -> Any:
+    """An ONNX Runtime GenAI model, loaded once for every use below."""
+    import onnxruntime_genai as og
+
+    return og.Model(str(model_dir))
+
+
 def ort_greedy(
-    model_dir: Path,
+    model: Any,
     prompt_ids: list[list[int]],
     max_new_tokens: int,
     eos: set[int],
     adapter_file: Path | None = None,
 ) -> list[list[int]]:
-    """New tokens per prompt from ONNX Runtime GenAI, optionally with a swappable adapter active."""
+    """New tokens per prompt from an ort_model, optionally with a swappable adapter active."""
     import onnxruntime_genai as og
 
-    model = og.Model(str(model_dir))
     adapters = None
     if adapter_file is not None:
         adapters = og.Adapters(model)
@@ -95,11 +101,11 @@ def ort_greedy(
     return outputs
 
 
-def ort_tokenizer_agreement(model_dir: Path, texts: list[str], expected: list[list[int]]) -> float:
-    """Fraction of texts that ONNX Runtime GenAI's tokenizer encodes exactly like transformers."""
+def ort_tokenizer_agreement(model: Any, texts: list[str], expected: list[list[int]]) -> float:
+    """Fraction of texts that an ort_model's tokenizer encodes exactly like transformers."""
     import onnxruntime_genai as og
 
-    tokenizer = og.Tokenizer(og.Model(str(model_dir)))
+    tokenizer = og.Tokenizer(model)
     same = sum(list(tokenizer.encode(t)) == e for t, e in zip(texts, expected, strict=True))
     return same / len(texts) if texts else 1.0
 

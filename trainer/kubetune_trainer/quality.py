@@ -27,6 +27,7 @@ from kubetune_trainer.generation import (
     encode,
     eos_ids,
     ort_greedy,
+    ort_model,
     ort_tokenizer_agreement,
     parity,
     prompts_from_rows,
@@ -85,8 +86,9 @@ def measure(
     if not reference.prompts:
         return {}
     spec = job.spec.export
+    model = ort_model(model_dir)
     start = time.monotonic()
-    tokens = ort_greedy(model_dir, reference.prompt_ids, spec.max_new_tokens, reference.eos, adapter_file)
+    tokens = ort_greedy(model, reference.prompt_ids, spec.max_new_tokens, reference.eos, adapter_file)
     seconds = time.monotonic() - start
     generated = sum(len(t) for t in tokens)
     return {
@@ -94,7 +96,7 @@ def measure(
         "parity": parity(reference.torch_tokens, tokens, spec.parity_tokens),
         "parityTokenAgreement": token_agreement(reference.torch_tokens, tokens, spec.parity_tokens),
         "tokenizerAgreement": ort_tokenizer_agreement(
-            model_dir, [p.text for p in reference.prompts], reference.prompt_ids
+            model, [p.text for p in reference.prompts], reference.prompt_ids
         ),
         "decodeTokensPerSecond": round(generated / seconds, 1) if seconds > 0 else 0.0,
     }
