@@ -1,6 +1,6 @@
-"""The Argo CD health check (charts/kubetune/files/argocd-health.lua) on FineTuneJobs in each phase,
-run in gopher-lua with the object converted and the libraries limited as Argo CD does; and the
-docs' way of installing it, which loads that one file."""
+"""The Argo CD health check (charts/kubetune/files/argocd-health.lua) on FineTuneJobs and
+FineTuneSweeps in each phase, run in gopher-lua with the object converted and the libraries limited as
+Argo CD does; and the docs' way of installing it for both kinds, which loads that one file."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from gitops_tools import FIXTURES, HEALTH_LUA, REPO, fixture, run, run_harness
 from support import helm
 
 DOCS = REPO / "docs" / "gitops.md"
-# Argo CD's key for a health check: resource.customizations.health.<group>_<kind>.
-CM_KEY = "resource.customizations.health.kubetune.dev_FineTuneJob"
+# Argo CD's key for a health check: resource.customizations.health.<group>_<kind>; one script for both.
+CM_KEYS = {f"resource.customizations.health.kubetune.dev_{kind}" for kind in ("FineTuneJob", "FineTuneSweep")}
 
 # Fixture -> (Argo CD health, message).
 CASES = {
@@ -41,6 +41,10 @@ CASES = {
         "e.g. '{text}'",
     ),
     "Suspended.yaml": ("Suspended", "spec.suspend is true: the trainer is stopped"),
+    "sweep-no-status.yaml": ("Progressing", "waiting for the operator to report a status"),
+    "sweep-Running.yaml": ("Progressing", "1 of 4 trials done; best tiny-sweep-0 (evalLoss 2.31)"),
+    "sweep-Succeeded.yaml": ("Healthy", "4 of 4 trials done; best tiny-sweep-1 (evalLoss 2.05)"),
+    "sweep-Failed.yaml": ("Degraded", "4 of 4 trials done; none succeeded"),
 }
 
 
@@ -96,17 +100,20 @@ def test_the_docs_install_the_script_from_its_one_file(tmp_path: Path) -> None:
     code = [line.strip() for line in HEALTH_LUA.read_text().splitlines()]
     copied = [line for line in code if len(line) > 20 and not line.startswith("--") and line in text]
     assert not copied, "the docs must point to the script, not carry a copy of it"
-    # The one helm command of the docs, its continued lines joined.
+    # The one helm command of the docs, its continued lines joined: a --set-file for each kind.
     (command,) = re.findall(r"^helm upgrade .*$", text.replace("\\\n", " "), re.MULTILINE)
     args = shlex.split(command)
-    set_file = args[args.index("--set-file") + 1]
-    key, _, path = set_file.partition("=")
-    assert (REPO / path).resolve() == HEALTH_LUA
+    set_files = [args[i + 1].partition("=") for i, arg in enumerate(args) if arg == "--set-file"]
+    assert len(set_files) == len(CM_KEYS)
+    assert {(REPO / path).resolve() for _, _, path in set_files} == {HEALTH_LUA}
 
     chart = tmp_path / "echo"
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: echo\nversion: 0.1.0\n")
     (chart / "templates" / "values.yaml").write_text("{{ toYaml .Values }}\n")
-    rendered = helm("template", "x", str(chart), "--set-file", f"{key}={HEALTH_LUA}").stdout
+    given = [a for key, _, _ in set_files for a in ("--set-file", f"{key}={HEALTH_LUA}")]
+    rendered = helm("template", "x", str(chart), *given).stdout
     (values,) = [d for d in yaml.safe_load_all(rendered) if d]
-    assert values["configs"]["cm"][CM_KEY] == HEALTH_LUA.read_text()
+    assert {k: v for k, v in values["configs"]["cm"].items()} == dict.fromkeys(
+        CM_KEYS, HEALTH_LUA.read_text()
+    )

@@ -1,5 +1,6 @@
 """What kstatus (sigs.k8s.io/cli-utils, what Flux's health checks and `kpt live status` use) computes
-for FineTuneJobs in each phase, from the real library on statuses as the operator writes them."""
+for FineTuneJobs and FineTuneSweeps in each phase, from the real library on statuses as the operator
+writes them."""
 
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ CASES = {
     ),
     # A suspended job is as its spec asks (Ready=True, reason Suspended): a sync that waits is not held.
     "Suspended.yaml": ("Current", "Resource is Ready"),
+    "sweep-no-status.yaml": ("Current", "Resource is current"),
+    "sweep-Running.yaml": ("InProgress", "1 of 4 trials done; best tiny-sweep-0 (evalLoss 2.31)"),
+    "sweep-Succeeded.yaml": ("Current", "Resource is Ready"),
+    "sweep-Failed.yaml": ("Failed", "4 of 4 trials done; none succeeded"),
 }
 
 

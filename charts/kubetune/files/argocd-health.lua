@@ -1,4 +1,5 @@
--- Argo CD health check for kubetune.dev/FineTuneJob (docs/gitops.md).
+-- Argo CD health check for kubetune.dev/FineTuneJob and kubetune.dev/FineTuneSweep (docs/gitops.md):
+-- both report phase, message, observedGeneration and the Ready and Stalled conditions.
 -- Argo CD runs it with `obj` set to the object and reads the returned table's status and message.
 -- Only the base and table libraries are used: a custom health check gets no string library.
 local hs = { status = "Progressing", message = "" }
@@ -48,7 +49,7 @@ if phase == "Succeeded" or (ready ~= nil and ready.status == "True") then
   return hs
 end
 
--- Pending, Queued, Training, Exporting, or a phase this check does not know yet.
+-- Pending, Queued, Training, Exporting, a sweep's Running, or a phase this check does not know yet.
 hs.message = status.message or phase or ""
 local progress = status.progress
 if phase == "Training" and progress ~= nil and progress.step ~= nil and progress.totalSteps ~= nil then
