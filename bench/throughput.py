@@ -239,16 +239,16 @@ def main() -> int:
         return 0
 
     folder = model_dir(args.model)
-    peak = flops.peak_flops(args.precision)
+    peak, device = flops.peak_flops(args.precision), flops.device_name()
     print(
-        f"model {args.model} ({folder.name}); {flops.device_name()}, {os.cpu_count()} CPUs; {args.precision} "
+        f"model {args.model} ({folder.name}); {device}, {os.cpu_count()} CPUs; {args.precision} "
         f"matmul peak {peak / 1e9:.1f} GFLOP/s; {args.warmup} warm-up + {args.steps} timed steps per case",
         flush=True,
     )
     everything: dict[str, Any] = {
         "model": args.model,
         "precision": args.precision,
-        "device": flops.device_name(),
+        "device": device,
         "peakFlops": peak,
         "workloads": {},
     }
