@@ -76,7 +76,9 @@ def olive_python() -> Path:
         subprocess.run(["uv", "venv", "--quiet", "--python", sys.executable, str(OLIVE_ENV)], check=True)
         pins = [f"{name}=={metadata.version(name)}" for name in OLIVE_SAME_AS_PROJECT]
         packages = [f"olive-ai[finetune]=={OLIVE_VERSION}", *OLIVE_EXTRA, *pins]
-        subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(python), *packages], check=True)
+        # Compiled once here, so no run of the case compiles PyTorch's sources again on import.
+        install = ["uv", "pip", "install", "--quiet", "--compile-bytecode", "--python", str(python)]
+        subprocess.run([*install, *packages], check=True)
     return python
 
 

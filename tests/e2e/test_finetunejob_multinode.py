@@ -111,6 +111,7 @@ def test_a_pod_lost_without_sigterm_restarts_the_group_from_its_checkpoint(
         s3_seeded,
         resources={"gpusPerNode": 1, "nodes": 2, "cpu": 1, "memory": "4Gi"},
         training=training,
+        export={"enabled": False},  # the restart is the trainers': no export Job to wait for
     )
     apply_ftj(custom, workspace, body)
 

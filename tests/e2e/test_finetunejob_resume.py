@@ -22,6 +22,8 @@ STEPS = 240
 # The suspend test needs a run that cannot end before its suspend takes effect: on a quiet machine
 # the tiny model trains 240 steps in about 5 s, less than a status report, a suspend and a SIGTERM take.
 SUSPEND_STEPS = 2000
+# What is tested here ends with training: no export Job to wait for.
+NO_EXPORT = {"enabled": False}
 
 
 def _training(s3_seeded: dict[str, str], steps: int = STEPS, save_steps: int = 100) -> dict[str, Any]:
@@ -122,8 +124,8 @@ def test_deleted_and_evicted_trainer_pods_resume_from_their_checkpoints(
     batch: client.BatchV1Api,
     s3: Any,
 ) -> None:
-    steady = tiny_job("steady", s3_seeded, training=_training(s3_seeded))
-    lossy = tiny_job("lossy", s3_seeded, training=_training(s3_seeded), backoffLimit=0)
+    steady = tiny_job("steady", s3_seeded, training=_training(s3_seeded), export=NO_EXPORT)
+    lossy = tiny_job("lossy", s3_seeded, training=_training(s3_seeded), backoffLimit=0, export=NO_EXPORT)
     apply_ftj(custom, workspace, steady)
     apply_ftj(custom, workspace, lossy)
 
@@ -161,7 +163,7 @@ def test_a_suspended_job_checkpoints_and_resumes_where_it_stopped(
     core: client.CoreV1Api,
 ) -> None:
     training = _training(s3_seeded, steps=SUSPEND_STEPS, save_steps=500)
-    apply_ftj(custom, workspace, tiny_job("pausing", s3_seeded, training=training))
+    apply_ftj(custom, workspace, tiny_job("pausing", s3_seeded, training=training, export=NO_EXPORT))
     pod = wait_for(
         lambda: (
             _trainer_pod(core, workspace, "pausing-train")

@@ -18,6 +18,8 @@ pytestmark = pytest.mark.cluster
 
 # Two processes per trainer, not eight: the queue is full all the same, at a quarter of the CPU time.
 TWO_GPUS = {"gpusPerNode": 2, "cpu": 1, "memory": "8Gi"}
+# Admission, quota and preemption concern the trainers: no export Job to wait for.
+NO_EXPORT = {"enabled": False}
 
 
 def test_a_full_queue_holds_the_second_job_with_kueues_reason_until_the_first_finishes(
@@ -29,8 +31,17 @@ def test_a_full_queue_holds_the_second_job_with_kueues_reason_until_the_first_fi
 ) -> None:
     with queue(custom, workspace, gpus=2) as local_queue:
         training = {**tiny_job("x", s3_seeded)["spec"]["training"], "maxSteps": 40, "saveSteps": 40}
-        first = tiny_job("first", s3_seeded, resources=TWO_GPUS, training=training, queueName=local_queue)
-        second = tiny_job("second", s3_seeded, resources=TWO_GPUS, training=training, queueName=local_queue)
+        first, second = (
+            tiny_job(
+                name,
+                s3_seeded,
+                resources=TWO_GPUS,
+                training=training,
+                queueName=local_queue,
+                export=NO_EXPORT,
+            )
+            for name in ("first", "second")
+        )
         apply_ftj(custom, workspace, first)
         wait_for(
             lambda: condition(get_ftj(custom, workspace, "first"), "Admitted").get("status") == "True",
@@ -77,7 +88,7 @@ def test_a_higher_priority_job_preempts_a_running_one_which_resumes_from_its_che
     training = _training(s3_seeded)
     with queue(custom, workspace, gpus=1) as local_queue:
         # The same training, uninterrupted and outside the queue, is the reference loss curve.
-        steady = tiny_job("steady", s3_seeded, resources=one_gpu, training=training)
+        steady = tiny_job("steady", s3_seeded, resources=one_gpu, training=training, export=NO_EXPORT)
         victim = tiny_job(
             "victim",
             s3_seeded,
@@ -86,6 +97,7 @@ def test_a_higher_priority_job_preempts_a_running_one_which_resumes_from_its_che
             backoffLimit=0,
             queueName=local_queue,
             workloadPriorityClassName=LOW,
+            export=NO_EXPORT,
         )
         urgent = tiny_job(
             "urgent",
@@ -93,6 +105,7 @@ def test_a_higher_priority_job_preempts_a_running_one_which_resumes_from_its_che
             resources=one_gpu,
             queueName=local_queue,
             workloadPriorityClassName=HIGH,
+            export=NO_EXPORT,
         )
         apply_ftj(custom, workspace, steady)
         with StatusRecorder(custom, workspace, "victim") as victim_statuses:
