@@ -92,7 +92,8 @@ def test_gpu_job_reads_secret_writes_s3_and_completes(
         import os, boto3
         from botocore.config import Config
         s3 = boto3.client("s3", config=Config(request_checksum_calculation="when_required"))
-        body = os.environ["GREETING"] + " on " + os.environ["NODE_NAME"] + ", " + os.environ["OMP_WAIT_POLICY"]
+        env = os.environ
+        body = env["GREETING"] + " on " + env["NODE_NAME"] + ", " + env["OMP_WAIT_POLICY"]
         s3.put_object(Bucket={bucket!r}, Key={key!r}, Body=body.encode())
     """
     env = [
