@@ -66,6 +66,25 @@ def events_for(core: client.CoreV1Api, namespace: str, name: str) -> list[client
     return [e for e in core.list_namespaced_event(namespace).items if e.involved_object.name == name]
 
 
+def events_once(
+    core: client.CoreV1Api,
+    namespace: str,
+    name: str,
+    ready: Callable[[list[client.CoreV1Event]], bool],
+    what: str,
+    timeout: float = 30,
+) -> list[client.CoreV1Event]:
+    """The object's Events once `ready` holds of them. The operator writes the status first and Kopf
+    posts the pass's Events after it, in the background: a status already seen does not mean its
+    Events are there yet."""
+
+    def check() -> list[client.CoreV1Event] | None:
+        found = events_for(core, namespace, name)
+        return found if ready(found) else None
+
+    return wait_for(check, timeout, what)
+
+
 def deleted(read: Callable[[], Any]) -> bool:
     try:
         read()

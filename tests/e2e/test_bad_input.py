@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 
 from devcluster.settings import LIMITED_CREDENTIAL_VARIABLES as LIMITED
-from e2e_support import apply_ftj, events_for, tiny_job, wait_phase
+from e2e_support import apply_ftj, events_once, tiny_job, wait_phase
 from kubetune_api import RunLayout
 
 pytestmark = pytest.mark.cluster
@@ -100,8 +100,13 @@ def test_bad_input_fails_once_with_a_clear_reason(
     for word in words:
         assert word.lower() in stalled["message"].lower(), stalled["message"]
     assert "BackoffLimitExceeded" not in stalled["message"]
-    warning = [e for e in events_for(core, workspace, "bad") if e.type == "Warning" and e.reason == "Failed"]
-    assert warning and warning[0].message == stalled["message"]
+
+    def is_failed(e: client.CoreV1Event) -> bool:
+        return bool(e.type == "Warning" and e.reason == "Failed")
+
+    events = events_once(core, workspace, "bad", lambda ev: any(map(is_failed, ev)), "a Warning Event Failed")
+    warning = [e for e in events if is_failed(e)]
+    assert warning[0].message == stalled["message"]
     # A permanent error fails the Job at once: one pod, no retries.
     job = batch.read_namespaced_job("bad-train", workspace)
     assert job.status.failed == 1, job.status
@@ -147,8 +152,11 @@ def test_a_spec_this_version_cannot_run_fails_without_creating_jobs(
     stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
     assert stalled["reason"] == "InvalidSpec" and "spec.dataset.textTemplate" in stalled["message"], stalled
     assert batch.list_namespaced_job(workspace).items == []
-    warnings = [e for e in events_for(core, workspace, "later") if e.type == "Warning"]
-    assert any(e.reason == "InvalidSpec" and "textTemplate" in e.message for e in warnings), warnings
+
+    def is_invalid(e: client.CoreV1Event) -> bool:
+        return bool(e.type == "Warning" and e.reason == "InvalidSpec" and "textTemplate" in e.message)
+
+    events_once(core, workspace, "later", lambda ev: any(map(is_invalid, ev)), "a Warning Event InvalidSpec")
 
 
 def test_a_missed_quality_gate_promotes_nothing_and_says_why(
@@ -172,7 +180,13 @@ def test_a_missed_quality_gate_promotes_nothing_and_says_why(
     assert exported["status"] == "False" and exported["reason"] == "QualityGateFailed", exported
     assert "fp32-cpu: exactMatch 0.000 < 0.5" in exported["message"], exported
     assert "nothing was promoted" in exported["message"] and "/rejected/" in exported["message"], exported
-    every = events_for(core, workspace, "gated")
+    every = events_once(
+        core,
+        workspace,
+        "gated",
+        lambda ev: any(e.reason == "QualityGateFailed" for e in ev),
+        "an Event QualityGateFailed",
+    )
     events = [e for e in every if e.reason == "QualityGateFailed"]
     assert [e.type for e in events] == ["Warning"], sorted(e.reason for e in every)
     assert events[0].message == exported["message"]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from e2e_support import apply_ftj, events_for, tiny_job, wait_phase
+from e2e_support import apply_ftj, events_once, tiny_job, wait_phase
 
 pytestmark = pytest.mark.cluster
 
@@ -64,8 +64,13 @@ def test_dry_run_of_a_bad_spec_says_why(
     assert (planned["status"], planned["reason"]) == ("False", "MissingField")
     assert "'mood'" in planned["message"]
     assert [p["reason"] for p in status["plan"]["problems"]] == ["MissingField"]
-    failed = [
-        e for e in events_for(core, workspace, "badplan") if e.type == "Warning" and e.reason == "Failed"
-    ]
-    assert failed and "'mood'" in failed[0].message
+
+    def is_failed(e: client.CoreV1Event) -> bool:
+        return bool(e.type == "Warning" and e.reason == "Failed")
+
+    events = events_once(
+        core, workspace, "badplan", lambda ev: any(map(is_failed, ev)), "a Warning Event Failed"
+    )
+    failed = [e for e in events if is_failed(e)]
+    assert "'mood'" in failed[0].message
     assert _no_gpu_jobs(batch, workspace, "badplan") == ["badplan-plan"]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from e2e_support import StatusRecorder, apply_ftj, deleted, events_for, get_ftj, tiny_job, wait_phase
+from e2e_support import StatusRecorder, apply_ftj, deleted, events_once, get_ftj, tiny_job, wait_phase
 from operator_replicas import leader_pod
 from support import wait_for
 
@@ -81,8 +81,10 @@ def test_tiny_job_trains_exports_and_reports(
         assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry
 
     # Kubernetes Events tell the story on the FineTuneJob itself.
-    reasons = {e.reason for e in events_for(core, workspace, "tiny")}
-    assert {"CreatedTrainer", "CreatedExportJob", "Succeeded"} <= reasons, reasons
+    story = {"CreatedTrainer", "CreatedExportJob", "Succeeded"}
+    events_once(
+        core, workspace, "tiny", lambda ev: story <= {e.reason for e in ev}, f"the Events {sorted(story)}"
+    )
 
     # The finished run's Jobs get the operator's TTL (the chart's trainerPods.finishedJobTtlSeconds).
     for job_name in ("tiny-train", "tiny-export"):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from e2e_support import events_for, tiny_job
+from e2e_support import events_for, events_once, tiny_job
 from support import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -123,8 +123,14 @@ def test_grid_sweep_runs_four_trials_and_reports_the_best(
     bucket, key = s3_location(manifest["uri"])
     assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
 
-    reasons = [e.reason for e in events_for(core, workspace, "grid")]
-    assert reasons.count("CreatedTrial") == 4 and "Succeeded" in reasons, reasons
+    events = events_once(
+        core,
+        workspace,
+        "grid",
+        lambda ev: "Succeeded" in {e.reason for e in ev},
+        "the sweep's Event Succeeded",
+    )
+    assert [e.reason for e in events].count("CreatedTrial") == 4, [e.reason for e in events]
 
 
 def test_a_sweep_whose_trial_the_finetunejob_api_refuses_stalls_visibly(
@@ -194,7 +200,14 @@ def test_early_stopping_suspends_a_trial_that_cannot_beat_the_best(
     progress = stopped["status"]["progress"]
     assert 10 <= progress["progressPercentage"] < 100, progress
     # The Event says what it was judged on: the live metric then, against the best final one.
-    [stop] = [e for e in events_for(core, workspace, "early") if e.reason == "EarlyStopped"]
+    events = events_once(
+        core,
+        workspace,
+        "early",
+        lambda ev: any(e.reason == "EarlyStopped" for e in ev),
+        "an Event EarlyStopped",
+    )
+    [stop] = [e for e in events if e.reason == "EarlyStopped"]
     assert stop.message.startswith("early-1: evalLoss ") and "cannot beat early-0's" in stop.message
     live = float(stop.message.split()[2])
     assert live > status["bestTrial"]["metric"], (stop.message, status["bestTrial"])

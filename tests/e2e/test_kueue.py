@@ -11,7 +11,7 @@ from kubernetes import client
 from kueue_support import HIGH, LOW, condition, ensure_priority_classes, queue, workloads
 from test_finetunejob_resume import STEPS, _progress_step, _training, assert_same_loss_curve
 
-from e2e_support import StatusRecorder, apply_ftj, events_for, get_ftj, tiny_job, wait_phase
+from e2e_support import StatusRecorder, apply_ftj, events_once, get_ftj, tiny_job, wait_phase
 from support import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -68,8 +68,13 @@ def test_a_full_queue_holds_the_second_job_with_kueues_reason_until_the_first_fi
         assert second_done["status"]["phase"] == "Succeeded", second_done["status"]
         phases = second_statuses.phases()
         assert phases.index("Queued") < phases.index("Training"), phases
-        warnings = [e for e in events_for(core, workspace, "second") if e.type == "Warning"]
-        assert any("nvidia.com/gpu" in (e.message or "") for e in warnings), [e.message for e in warnings]
+        events_once(
+            core,
+            workspace,
+            "second",
+            lambda ev: any(e.type == "Warning" and "nvidia.com/gpu" in (e.message or "") for e in ev),
+            "a Warning Event naming nvidia.com/gpu",
+        )
         # Both trainers went through Kueue as workloads of their own.
         owners = {w["metadata"]["ownerReferences"][0]["name"] for w in workloads(custom, workspace)}
         assert {"first-train", "second-train"} <= owners
